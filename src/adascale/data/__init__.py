@@ -1,0 +1,1 @@
+"""Frames, the OpenMM NaCl(aq) testbed, neighbour lists and per-atom regimes."""
