@@ -26,7 +26,7 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the adascale version and exit.", is_eager=True),
 ) -> None:
