@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ class Frame:
         pbc = np.array(atoms.get_pbc(), dtype=bool)
         if np.any(np.linalg.norm(cell[pbc], axis=1) == 0):
             raise located(f"periodic along {_axes(pbc)} but the cell has a zero lattice vector", path=path, frame=index, field="cell")
-        forces_found = _lookup_forces(atoms, forces_key)
+        forces_found = _lookup(atoms, atoms.arrays, forces_key, FALLBACK_FORCES_KEY)
         if forces_found is None:
             if require_forces:
                 raise located(f"no forces found; keys present: {_keys_present(atoms)}", path=path, frame=index, field=forces_key)
@@ -84,7 +85,7 @@ class Frame:
         else:
             key, values = forces_found
             forces = _checked_array(values, (n, 3), key, path, index)
-        energy_found = _lookup_energy(atoms, energy_key)
+        energy_found = _lookup(atoms, atoms.info, energy_key, FALLBACK_ENERGY_KEY)
         energy = None
         if energy_found is not None:
             key, value = energy_found
@@ -142,15 +143,25 @@ def write_frames(path: str | os.PathLike, frames: Sequence[Frame], *, info: dict
         atoms = frame.to_atoms()
         atoms.info.update(info or {})
         images.append(atoms)
+    with atomic_output(path) as tmp:
+        ase.io.write(tmp, images, format="extxyz")
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it vanishes.
+
+    Readers never see a half-written file, and an interrupted write leaves the old one intact.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as handle:
-            ase.io.write(handle, images, format="extxyz")
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def periodic_widths(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
@@ -195,19 +206,11 @@ def check_cutoff(frame: Frame, cutoff: float, *, path: object = None, index: int
         )
 
 
-def _lookup_forces(atoms: ase.Atoms, key: str) -> tuple[str, np.ndarray] | None:
-    for name in dict.fromkeys((key, FALLBACK_FORCES_KEY)):
-        if name in atoms.arrays:
-            return name, atoms.arrays[name]
-        if atoms.calc is not None and name in atoms.calc.results:
-            return name, atoms.calc.results[name]
-    return None
-
-
-def _lookup_energy(atoms: ase.Atoms, key: str) -> tuple[str, object] | None:
-    for name in dict.fromkeys((key, FALLBACK_ENERGY_KEY)):
-        if name in atoms.info:
-            return name, atoms.info[name]
+def _lookup(atoms: ase.Atoms, store: dict, key: str, fallback: str) -> tuple[str, object] | None:
+    """(name, value) of ``key`` or else ``fallback``, from ``store`` (arrays or info) or the calculator."""
+    for name in dict.fromkeys((key, fallback)):
+        if name in store:
+            return name, store[name]
         if atoms.calc is not None and name in atoms.calc.results:
             return name, atoms.calc.results[name]
     return None
