@@ -1,0 +1,97 @@
+"""The shared branch base: species bookkeeping, energy statistics, and conservative forces.
+
+A branch is a force model of one spatial scale. Subclasses implement one method,
+:meth:`Branch.atom_energies`, returning per-atom energies (eV) and invariant per-atom
+latent features; the base sums energies per frame and takes forces as -dE/dR by
+autograd, so every branch is conservative by construction.
+
+Energy statistics are fitted from the training data, not learned: per-species shifts
+(eV per atom, least squares on the training energies) and one energy scale (eV, the
+RMS of the reference force components times 1 Å), so the network only has to learn an
+O(1) correction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from adascale.errors import AdaScaleError
+
+N_ELEMENTS = 119
+
+
+class Branch(nn.Module):
+    """Base of all branches; ``cutoff`` in Å, ``species`` the atomic numbers it knows."""
+
+    kind: str = "branch"
+
+    def __init__(self, species: Sequence[int], cutoff: float) -> None:
+        super().__init__()
+        species = sorted({int(z) for z in species})
+        if not species or min(species) < 1 or max(species) >= N_ELEMENTS:
+            raise AdaScaleError(f"species must be atomic numbers in 1..{N_ELEMENTS - 1}, got {species}")
+        if cutoff <= 0:
+            raise AdaScaleError(f"cutoff must be positive (Å), got {cutoff}")
+        self.species: list[int] = species
+        self.cutoff = float(cutoff)
+        table = torch.full((N_ELEMENTS,), -1, dtype=torch.long)
+        table[species] = torch.arange(len(species))
+        self.register_buffer("species_table", table, persistent=False)
+        self.register_buffer("energy_shift", torch.zeros(len(species)))  # (S,) eV per atom
+        self.register_buffer("energy_scale", torch.ones(()))  # eV
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-serialisable) that rebuild this branch; subclasses extend it."""
+        return {"kind": self.kind, "species": self.species, "cutoff": self.cutoff}
+
+    def species_index(self, numbers: Tensor) -> Tensor:
+        """(n,) atomic numbers -> (n,) indices into ``species``; unknown species raise AdaScaleError."""
+        index = self.species_table[numbers.clamp(0, N_ELEMENTS - 1)]
+        unknown = (index < 0) | (numbers < 0) | (numbers >= N_ELEMENTS)
+        if bool(unknown.any()):
+            bad = sorted({int(z) for z in numbers[unknown].tolist()})
+            raise AdaScaleError(f"atomic number(s) {bad} unknown to this branch (trained on species {self.species})")
+        return index
+
+    def set_energy_statistics(self, shift: Sequence[float] | np.ndarray, scale: float) -> None:
+        """Set the per-species shifts (S,) eV and the energy scale (eV) fitted on training data."""
+        shift = torch.as_tensor(np.asarray(shift, dtype=np.float64), dtype=self.energy_shift.dtype)
+        if shift.shape != self.energy_shift.shape:
+            raise ValueError(f"expected {tuple(self.energy_shift.shape)} shifts, got {tuple(shift.shape)}")
+        if not scale > 0:
+            raise ValueError(f"energy scale must be positive, got {scale}")
+        self.energy_shift.copy_(shift)
+        self.energy_scale.fill_(float(scale))
+
+    def scaled_energies(self, raw: Tensor, species_index: Tensor) -> Tensor:
+        """(n,) network outputs -> (n,) eV: shift[species] + scale * raw."""
+        return self.energy_shift[species_index] + self.energy_scale * raw
+
+    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+        """((n,) eV per atom including species shifts, (n, F) invariant latent features)."""
+        raise NotImplementedError
+
+    def forward(self, batch) -> dict[str, Tensor]:
+        """Energies (B,) eV, forces (n, 3) eV/Å = -dE/dR, atom energies (n,) eV, features (n, F).
+
+        In training mode the force graph is kept (create_graph) so a force loss can be
+        back-propagated; in eval mode the outputs are detached.
+        """
+        batch = batch.within(self.cutoff)
+        with torch.enable_grad():
+            positions = batch.positions
+            if not positions.requires_grad:
+                positions = positions.detach().requires_grad_(True)
+                batch = batch.with_positions(positions)
+            atom_energy, features = self.atom_energies(batch)
+            energy = torch.zeros(batch.n_frames, dtype=atom_energy.dtype, device=atom_energy.device)
+            energy = energy.index_add(0, batch.frame_index, atom_energy)
+            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)
+        out = {"energy": energy, "forces": -gradient, "atom_energy": atom_energy, "features": features}
+        if not self.training:
+            out = {key: value.detach() for key, value in out.items()}
+        return out

@@ -1,0 +1,133 @@
+"""A batch of frames as flat torch tensors, with a neighbour list built once per frame.
+
+Atoms of all frames are concatenated; ``frame_index`` says which frame each atom belongs
+to. The neighbour list is a *full* list (both i->j and j->i) at ``cutoff``: edge ``e``
+connects centre ``edge_index[0, e]`` to neighbour ``edge_index[1, e]`` and its vector is
+
+    r_ij = positions[j] - positions[i] + shifts[e] @ cell[frame of i]       (Å)
+
+Neighbour lists come from vesin (through :mod:`adascale.data.neighbours`) and are the
+only thing precomputed: edge vectors are recomputed from ``positions`` on every call so
+that forces (and cell derivatives) flow through them by autograd. A list built at the
+largest cutoff serves every smaller one through :meth:`AtomsBatch.within`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class AtomsBatch:
+    """Frames as flat tensors; shapes use n atoms, B frames, E edges."""
+
+    numbers: Tensor  # (n,) long atomic numbers
+    positions: Tensor  # (n, 3) Å; forces are taken against this tensor
+    cell: Tensor  # (B, 3, 3) Å, rows are lattice vectors (zeros for a molecule)
+    pbc: Tensor  # (B, 3) bool
+    frame_index: Tensor  # (n,) long, frame of each atom
+    edge_index: Tensor  # (2, E) long, [centre i, neighbour j]
+    shifts: Tensor  # (E, 3) integer cell shifts stored in the float dtype
+    n_frames: int
+    cutoff: float  # Å, the radius the edge list was built at
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Sequence,
+        cutoff: float,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> AtomsBatch:
+        """Batch ``adascale.data.frames.Frame`` objects, building each neighbour list with vesin."""
+        return cls.concatenate([cls.from_frame(frame, cutoff, dtype=dtype, device=device) for frame in frames])
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame,
+        cutoff: float,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> AtomsBatch:
+        """A batch of one frame (the unit that datasets cache and :meth:`concatenate` joins)."""
+        from adascale.data.neighbours import neighbour_list
+
+        pairs = neighbour_list(frame, cutoff)
+        edge_index = np.stack([np.asarray(pairs.i), np.asarray(pairs.j)])
+        n = len(frame.numbers)
+        return cls(
+            numbers=torch.as_tensor(np.asarray(frame.numbers, dtype=np.int64), device=device),
+            positions=torch.as_tensor(np.asarray(frame.positions), dtype=dtype, device=device),
+            cell=torch.as_tensor(np.asarray(frame.cell), dtype=dtype, device=device).reshape(1, 3, 3),
+            pbc=torch.as_tensor(np.asarray(frame.pbc, dtype=bool), device=device).reshape(1, 3),
+            frame_index=torch.zeros(n, dtype=torch.long, device=device),
+            edge_index=torch.as_tensor(edge_index.astype(np.int64), device=device).reshape(2, -1),
+            shifts=torch.as_tensor(np.asarray(pairs.shifts), dtype=dtype, device=device).reshape(-1, 3),
+            n_frames=1,
+            cutoff=float(cutoff),
+        )
+
+    @classmethod
+    def concatenate(cls, batches: Sequence[AtomsBatch]) -> AtomsBatch:
+        """Join batches (atoms, frames and edges) into one; all must share the cutoff."""
+        if not batches:
+            raise ValueError("cannot concatenate an empty list of batches")
+        cutoffs = {b.cutoff for b in batches}
+        if len(cutoffs) != 1:
+            raise ValueError(f"batches built at different cutoffs {sorted(cutoffs)}; filter them with within() first")
+        atom_offsets = np.cumsum([0] + [len(b.numbers) for b in batches[:-1]])
+        frame_offsets = np.cumsum([0] + [b.n_frames for b in batches[:-1]])
+        return cls(
+            numbers=torch.cat([b.numbers for b in batches]),
+            positions=torch.cat([b.positions for b in batches]),
+            cell=torch.cat([b.cell for b in batches]),
+            pbc=torch.cat([b.pbc for b in batches]),
+            frame_index=torch.cat([b.frame_index + int(o) for b, o in zip(batches, frame_offsets)]),
+            edge_index=torch.cat([b.edge_index + int(o) for b, o in zip(batches, atom_offsets)], dim=1),
+            shifts=torch.cat([b.shifts for b in batches]),
+            n_frames=int(sum(b.n_frames for b in batches)),
+            cutoff=batches[0].cutoff,
+        )
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    def atoms_per_frame(self) -> Tensor:
+        """(B,) long: number of atoms in each frame."""
+        return torch.bincount(self.frame_index, minlength=self.n_frames)
+
+    def edge_vectors(self) -> Tensor:
+        """(E, 3) Å vectors r_ij, differentiable with respect to ``positions`` and ``cell``."""
+        centre, neighbour = self.edge_index
+        cell_of_edge = self.cell[self.frame_index[centre]]  # (E, 3, 3)
+        offsets = torch.einsum("ek,ekl->el", self.shifts, cell_of_edge)
+        return self.positions[neighbour] - self.positions[centre] + offsets
+
+    def within(self, cutoff: float) -> AtomsBatch:
+        """The same atoms with edges filtered to ``cutoff`` (Å); a no-op at or above the list's cutoff."""
+        if cutoff >= self.cutoff:
+            return self
+        with torch.no_grad():
+            keep = torch.linalg.vector_norm(self.edge_vectors(), dim=1) < cutoff
+        return replace(self, edge_index=self.edge_index[:, keep], shifts=self.shifts[keep], cutoff=float(cutoff))
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> AtomsBatch:
+        """Move to ``device`` and/or cast the floating tensors to ``dtype``."""
+        floats = {
+            name: getattr(self, name).to(device=device, dtype=dtype) for name in ("positions", "cell", "shifts")
+        }
+        ints = {name: getattr(self, name).to(device=device) for name in ("numbers", "pbc", "frame_index", "edge_index")}
+        return replace(self, **floats, **ints)
+
+    def with_positions(self, positions: Tensor) -> AtomsBatch:
+        """The same batch with other positions (n, 3), e.g. a tensor that requires grad."""
+        return replace(self, positions=positions)
