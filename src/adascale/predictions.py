@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from adascale.data.frames import atomic_output
 from adascale.data.regimes import DEFAULT_CLOSE_CONTACT_NM, DEFAULT_ION_SPECIES, subset_masks
 from adascale.errors import AdaScaleError, located
 
@@ -109,15 +109,8 @@ class PredictionSet:
         arrays["branch_names"] = np.array(json.dumps(self.branch_names))
         arrays["metadata"] = np.array(json.dumps(self.metadata))
         arrays.update({EXTRA_PREFIX + name: value for name, value in self.extras.items()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PredictionSet:
@@ -196,3 +189,17 @@ def _require_finite(values: np.ndarray, name: str) -> None:
     if bad.any():
         where = np.argwhere(bad)[0].tolist()
         raise located(f"non-finite value at index {where}", field=name)
+
+
+def frame_groups(frame: np.ndarray) -> tuple[np.ndarray, int]:
+    """Dense group ids 0..G-1 for a (N,) frame index, and G.
+
+    Frame-level work (bootstrap resampling, per-frame routing) sums per group with
+    ``np.bincount``; the common case of samples already ordered by frame costs one pass.
+    """
+    frame = np.asarray(frame)
+    if frame.size and (np.diff(frame) >= 0).all():
+        groups = np.concatenate([[0], np.cumsum(np.diff(frame) != 0)])
+        return groups, int(groups[-1]) + 1
+    _, groups = np.unique(frame, return_inverse=True)
+    return groups.ravel(), int(groups.max(initial=-1)) + 1

@@ -1,0 +1,243 @@
+"""The scale analysis of a prediction set, as DESIGN §5 report dictionaries.
+
+:func:`analyze` (``adascale analyze``): every anchor as a fixed scale, the best single
+scale (fitted on a fit set), the hard, continuous and pool oracles, how the anchors
+complement each other, and MAE against nearest-ion distance. :func:`refine`
+(``adascale refine``): loss-guided pool refinement fitted on the fit set and reported on the
+analysed set. Every MAE carries a 95 % frame-bootstrap interval. Without a fit set the
+fitted quantities are fitted in-sample, and the report says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adascale.errors import AdaScaleError
+from adascale.predictions import PredictionSet, frame_groups
+from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, counts, gain_recovered, mae_by_bins, method_entry
+from adascale.scales.axis import as_pool
+from adascale.scales.oracles import Routing, ScaleLosses, anchor_errors, best_global_scale, route_continuous, route_pool
+from adascale.scales.refine import refine_pool
+from adascale.units import force_unit_factor
+
+GRANULARITIES: tuple[str, ...] = ("sample", "frame")
+DISTANCE_EDGES_NM: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+S_STAR_BINS = 10
+IN_SAMPLE = "in-sample (no fit set given: optimistic)"
+
+
+def fixed_name(s: float) -> str:
+    """Report name of a fixed scale: ``fixed_s0``, ``fixed_s0.5``, ``fixed_s1``."""
+    return f"fixed_s{float(s):g}"
+
+
+def default_pool(scales: np.ndarray) -> np.ndarray:
+    """The anchors plus the midpoint of each pair of neighbouring anchors."""
+    return as_pool(np.concatenate([scales, 0.5 * (scales[:-1] + scales[1:])]))
+
+
+def scale_losses(predictions: PredictionSet, granularity: str = "sample") -> ScaleLosses:
+    """The loss table of a prediction set, routing samples or whole frames."""
+    if granularity not in GRANULARITIES:
+        raise AdaScaleError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    groups = frame_groups(predictions.frame)[0] if granularity == "frame" else None
+    return ScaleLosses(anchor_errors(predictions), predictions.scales, groups)
+
+
+def check_same_anchors(predictions: PredictionSet, fit: PredictionSet, fit_label: str) -> None:
+    """A fit set must have the analysed set's anchors, or fitted scales would mean something else."""
+    if fit.K != predictions.K or not np.allclose(fit.scales, predictions.scales):
+        raise AdaScaleError(
+            f"{fit_label}: fit set has {fit.K} anchors at {fit.scales.tolist()}, "
+            f"the analysed set {predictions.K} at {predictions.scales.tolist()}"
+        )
+
+
+class _Reporter:
+    """Shared by analyze and refine: the analysed set's masks, bootstrap and units."""
+
+    def __init__(self, predictions: PredictionSet, units: str, n_resamples: int, seed: int):
+        self.predictions = predictions
+        self.units = units
+        self.factor = force_unit_factor(units)
+        self.masks = predictions.masks()
+        self.n_resamples, self.seed = n_resamples, seed
+        self.bootstrap = FrameBootstrap(predictions.frame, self.masks, n_resamples=n_resamples, seed=seed)
+
+    def entry(self, loss: np.ndarray, **extra: object) -> dict:
+        return method_entry(loss, self.masks, bootstrap=self.bootstrap, factor=self.factor, **extra)
+
+    def report(self, methods: dict[str, dict], settings: dict) -> dict:
+        """The DESIGN §5 skeleton, with ``gain_recovered`` added to every non-fixed method."""
+        fixed = [name for name in methods if name.startswith("fixed_s")]
+        for name, entry in methods.items():
+            if name not in fixed and name != "oracle_continuous" and "oracle_continuous" in methods:
+                entry["gain_recovered"] = {
+                    subset: gain_recovered(
+                        _best(methods, fixed, subset), entry[subset], methods["oracle_continuous"][subset]
+                    )
+                    for subset in self.masks
+                }
+        return {
+            "units": self.units,
+            "counts": counts(self.masks),
+            "methods": methods,
+            "settings": {
+                "bootstrap": {"resamples": self.n_resamples, "seed": self.seed, "level": 0.95, "resampled": "frames"},
+                "anchors": {"scales": self.predictions.scales.tolist(), "branch_names": self.predictions.branch_names},
+                "gain_recovered": "(best fixed anchor - method) / (best fixed anchor - oracle_continuous), per subset",
+                **settings,
+            },
+        }
+
+    def fixed_methods(self, losses: ScaleLosses) -> dict[str, dict]:
+        return {fixed_name(s): self.entry(losses.sample_loss(s), s=float(s)) for s in losses.scales}
+
+
+def analyze(
+    predictions: PredictionSet,
+    *,
+    fit: PredictionSet | None = None,
+    fit_label: str | None = None,
+    pool: np.ndarray | None = None,
+    granularity: str = "sample",
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    distance_edges_nm: tuple[float, ...] = DISTANCE_EDGES_NM,
+) -> dict:
+    """The full scale analysis of ``predictions`` as a report dictionary (JSON-ready).
+
+    ``best_global_s`` is fitted on ``fit`` (e.g. validation predictions) when given; the
+    oracles look at the analysed set's labels by definition. ``pool`` defaults to
+    :func:`default_pool`. ``granularity="frame"`` routes whole frames.
+    """
+    reporter = _Reporter(predictions, units, n_resamples, seed)
+    losses = scale_losses(predictions, granularity)
+    if fit is not None:
+        check_same_anchors(predictions, fit, fit_label or "fit set")
+    s_best, _ = best_global_scale(losses.errors if fit is None else anchor_errors(fit), predictions.scales)
+    pool = default_pool(predictions.scales) if pool is None else as_pool(pool)
+    routings = {
+        "oracle_hard": route_pool(losses, predictions.scales),
+        "oracle_continuous": route_continuous(losses.errors, predictions.scales, losses.groups),
+        "oracle_pool": route_pool(losses, pool),
+    }
+    methods = reporter.fixed_methods(losses)
+    methods["best_global_s"] = reporter.entry(losses.sample_loss(s_best), s=s_best)
+    methods.update({name: reporter.entry(routing.loss) for name, routing in routings.items()})
+    methods["oracle_pool"]["pool"] = pool.tolist()
+    per_sample = {name: losses.sample_loss(entry["s"]) for name, entry in methods.items() if "s" in entry}
+    per_sample.update({name: routing.loss for name, routing in routings.items()})
+    report = reporter.report(
+        methods,
+        {"granularity": granularity, "fitted_on": fit_label if fit is not None else IN_SAMPLE},
+    )
+    report["complementarity"] = complementarity(losses, routings["oracle_continuous"], reporter.masks, predictions.branch_names)
+    report["mae_by_distance"] = {
+        "edges_nm": list(distance_edges_nm),
+        **{
+            subset: mae_by_bins(per_sample, predictions.d_ion, list(distance_edges_nm), mask=reporter.masks[subset], factor=reporter.factor)
+            for subset in ("all", "ions")
+        },
+    }
+    return report
+
+
+def complementarity(losses: ScaleLosses, continuous: Routing, masks: dict[str, np.ndarray], branch_names: list[str]) -> dict:
+    """Per subset: how often each anchor is the best one (ties to the shorter range), the
+    correlation of the anchors' per-sample losses and of their force-error components,
+    and the distribution of the continuous oracle's s*."""
+    anchor_loss = np.stack([losses.sample_loss(s) for s in losses.scales])  # (K, N)
+    winner = np.argmin(anchor_loss, axis=0)
+    names = [fixed_name(s) for s in losses.scales]
+    block: dict = {"anchors": dict(zip(names, branch_names))}
+    for subset, mask in masks.items():
+        n = int(np.count_nonzero(mask))
+        if n == 0:
+            block[subset] = None
+            continue
+        wins = np.bincount(np.compress(mask, winner), minlength=len(names)) / n
+        errors = np.compress(mask, losses.errors, axis=1).reshape(len(names), -1)
+        s_star = np.compress(mask, continuous.s)
+        histogram = np.histogram(s_star, bins=S_STAR_BINS, range=(0.0, 1.0))[0] / n
+        block[subset] = {
+            "win_fraction": dict(zip(names, wins.tolist())),
+            "loss_correlation": _correlation(np.compress(mask, anchor_loss, axis=1)),
+            "error_correlation": _correlation(errors),
+            "s_star": {
+                "mean": float(s_star.mean()),
+                "quartiles": np.percentile(s_star, [25, 50, 75]).tolist(),
+                "at_anchor": float(np.isin(s_star, losses.scales).mean()),
+                "histogram": {"edges": np.linspace(0.0, 1.0, S_STAR_BINS + 1).tolist(), "fraction": histogram.tolist()},
+            },
+        }
+    return block
+
+
+def refine(
+    predictions: PredictionSet,
+    *,
+    fit: PredictionSet | None = None,
+    fit_label: str | None = None,
+    init: np.ndarray | None = None,
+    max_size: int = 9,
+    tol: float = 1e-3,
+    update: str = "insert",
+    granularity: str = "sample",
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """Refine a pool on ``fit`` (default: in-sample) and report it on ``predictions``.
+
+    The report holds the fixed anchors, the continuous oracle and ``oracle_pool`` for the
+    final pool, and ``refinement`` {initial, final, history: [{pool, mae, fit_mae, step}]},
+    where ``mae`` is on the analysed set and ``fit_mae`` the loss the refinement minimised.
+    """
+    reporter = _Reporter(predictions, units, n_resamples, seed)
+    losses = scale_losses(predictions, granularity)
+    if fit is not None:
+        check_same_anchors(predictions, fit, fit_label or "fit set")
+    fit_losses = losses if fit is None else scale_losses(fit, granularity)
+    init = predictions.scales if init is None else as_pool(init, name="init")
+    history = refine_pool(fit_losses, init, max_size=max_size, tol=tol, update=update)
+    final = history[-1].pool
+    methods = reporter.fixed_methods(losses)
+    methods["oracle_continuous"] = reporter.entry(route_continuous(losses.errors, predictions.scales, losses.groups).loss)
+    methods["oracle_pool"] = reporter.entry(route_pool(losses, final).loss, pool=final.tolist())
+    report = reporter.report(
+        methods,
+        {"granularity": granularity, "fitted_on": fit_label if fit is not None else IN_SAMPLE},
+    )
+    report["refinement"] = {
+        "initial": history[0].pool.tolist(),
+        "final": final.tolist(),
+        "update": update,
+        "tol": tol,
+        "max_size": max_size,
+        "history": [
+            {
+                "pool": step.pool.tolist(),
+                "mae": losses.pool_loss(step.pool) * reporter.factor,
+                "fit_mae": step.loss * reporter.factor,
+                "step": step.kind,
+            }
+            for step in history
+        ],
+    }
+    return report
+
+
+def _best(methods: dict[str, dict], names: list[str], subset: str) -> float | None:
+    values = [methods[name][subset] for name in names if methods[name][subset] is not None]
+    return min(values) if values else None
+
+
+def _correlation(values: np.ndarray) -> list[list[float]] | None:
+    """Pearson correlation matrix of the rows of (K, M) values; None with fewer than 2 columns."""
+    if values.shape[1] < 2:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.corrcoef(values)
+    return [[None if np.isnan(v) else float(v) for v in row] for row in matrix]
