@@ -1,0 +1,135 @@
+"""``report.md``: the run's report dictionary as Markdown tables, beside the paper's figures.
+
+It reads only the report dictionary (DESIGN §5 keys plus the run's extra blocks), so a
+report can be re-rendered from its JSON without touching models or predictions.
+"""
+
+from __future__ import annotations
+
+from adascale.report.console import SUBSETS
+from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
+
+#: The paper's figures (arXiv 2606.09480; its units, most likely kJ/mol/nm): all-atom MAE per
+#: method, and the close-contact MAE of the best fixed scale and of the continuous oracle.
+PAPER_ALL: dict[str, float] = {
+    "best fixed scale": 399.65,
+    "oracle_hard": 382.67,
+    "oracle_continuous": 380.96,
+    "oracle_pool (refined)": 381.23,
+}
+PAPER_CLOSE_CONTACT: dict[str, float] = {"best fixed scale": 327.22, "oracle_continuous": 260.51}
+PAPER_REFINED_POOL = [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1]
+
+
+def render_markdown(report: dict, title: str = "adascale report") -> str:
+    """The whole report as one Markdown document."""
+    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report)]
+    if "refinement" in report:
+        parts.append(refinement_markdown(report))
+    if "deployment" in report:
+        parts.append(deployment_markdown(report))
+    if "plots" in report:
+        parts.append("## Plots\n\n" + "\n".join(f"![{name}]({path})" for name, path in report["plots"].items()))
+    return "\n\n".join(parts) + "\n"
+
+
+def _intro(report: dict) -> str:
+    counts = report["counts"]
+    settings = report.get("settings", {})
+    lines = [
+        f"Force MAE in **{report['units']}**, mean over x, y, z of |F_pred − F_ref|; brackets: 95 % bootstrap "
+        "confidence intervals that resample whole frames.",
+        f"Samples: all {counts['all']}, ions {counts['ions']}, close contact {counts['close_contact']} "
+        "(ions whose nearest other ion is closer than 0.6 nm).",
+    ]
+    if "fitted_on" in settings:
+        lines.append(f"Scales, pools and routers fitted on: {settings['fitted_on']}.")
+    return "\n".join(lines)
+
+
+def methods_markdown(report: dict) -> str:
+    """The method table: MAE [CI] per subset, gain recovered, scale or pool."""
+    rows = ["| method | " + " | ".join(SUBSETS) + " | gain recovered (all) | scale / pool |", "|---" * 6 + "|"]
+    for name, entry in report["methods"].items():
+        cells = [mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
+        gain = (entry.get("gain_recovered") or {}).get("all")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {percent(gain)} | {method_detail(entry)} |")
+    return "## Methods\n\n" + "\n".join(rows)
+
+
+def best_fixed(report: dict, subset: str) -> float | None:
+    """The lowest MAE of a fixed scale (anchors and best_global_s) on a subset."""
+    values = [
+        entry[subset]
+        for name, entry in report["methods"].items()
+        if (name.startswith("fixed_s") or name == "best_global_s") and entry.get(subset) is not None
+    ]
+    return min(values) if values else None
+
+
+def paper_markdown(report: dict) -> str:
+    """The paper's figures beside ours: absolute, and relative improvement over the best fixed scale."""
+    methods = report["methods"]
+    ours_all = {
+        "best fixed scale": best_fixed(report, "all"),
+        "oracle_hard": methods.get("oracle_hard", {}).get("all"),
+        "oracle_continuous": methods.get("oracle_continuous", {}).get("all"),
+        "oracle_pool (refined)": methods.get("oracle_pool", {}).get("all"),
+    }
+    rows = [
+        "| method | paper (all) | paper vs best fixed | ours (all) | ours vs best fixed |",
+        "|---|---|---|---|---|",
+    ]
+    for name, paper in PAPER_ALL.items():
+        ours = ours_all[name]
+        rows.append(
+            f"| {name} | {paper:.2f} | {_improvement(PAPER_ALL['best fixed scale'], paper)} | "
+            f"{number(ours)} | {_improvement(ours_all['best fixed scale'], ours)} |"
+        )
+    close_ours = {
+        "best fixed scale": best_fixed(report, "close_contact"),
+        "oracle_continuous": methods.get("oracle_continuous", {}).get("close_contact"),
+    }
+    for name, paper in PAPER_CLOSE_CONTACT.items():
+        rows.append(
+            f"| {name}, close contact | {paper:.2f} | "
+            f"{_improvement(PAPER_CLOSE_CONTACT['best fixed scale'], paper)} | {number(close_ours[name])} | "
+            f"{_improvement(close_ours['best fixed scale'], close_ours[name])} |"
+        )
+    pool = report.get("refinement", {}).get("final")
+    note = (
+        f"\n\nRefined pool: paper {scales_text(PAPER_REFINED_POOL)}, ours {scales_text(pool) if pool else '-'}. "
+        "Absolute numbers are not comparable across datasets (the paper's testbed and models differ); "
+        "the structure is: fixed > hard oracle > pool oracle ≥ continuous oracle."
+    )
+    return "## Beside the paper\n\n" + "\n".join(rows) + note
+
+
+def refinement_markdown(report: dict) -> str:
+    """Pool refinement history: pool and loss on the fit set and on the reported set."""
+    block = report["refinement"]
+    rows = ["| step | kind | pool | fit MAE | MAE |", "|---|---|---|---|---|"]
+    for i, step in enumerate(block["history"]):
+        rows.append(
+            f"| {i} | {step.get('step', '')} | {scales_text(step['pool'])} | "
+            f"{number(step.get('fit_mae'))} | {number(step['mae'])} |"
+        )
+    head = f"## Pool refinement\n\nFrom {scales_text(block['initial'])} to {scales_text(block['final'])} ({block.get('update', 'insert')})."
+    return head + "\n\n" + "\n".join(rows)
+
+
+def deployment_markdown(report: dict) -> str:
+    """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture)."""
+    rows = ["| mode | method | all | ions | close_contact | conservative |", "|---|---|---|---|---|---|"]
+    for item in report["deployment"]:
+        entry = report["methods"].get(item["method"], {})
+        cells = " | ".join(number(entry.get(subset)) for subset in SUBSETS)
+        rows.append(f"| {item['mode']} | {item['method']} | {cells} | {'yes' if item['conservative'] else 'no'} |")
+    return "## Deployment modes\n\n" + "\n".join(rows)
+
+
+def _improvement(baseline: float | None, value: float | None) -> str:
+    """Relative improvement over the baseline, in percent (positive = lower MAE)."""
+    if baseline is None or value is None or baseline == 0:
+        return "-"
+    return f"{100 * (baseline - value) / baseline:+.2f} %"
