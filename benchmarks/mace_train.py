@@ -29,8 +29,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from files import write_text_atomic
-
 #: The benchmark's small MACE: 32 channels, max_L 1 (32x0e+32x1o), 2 interactions.
 MACE_ARCH = {"num_channels": 32, "max_L": 1, "num_interactions": 2}
 
@@ -133,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     from mace import tools
+
+    from adascale.models.io import atomic_write_json
     from mace.cli.run_train import run
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         **MACE_ARCH,
     }
-    write_text_atomic(args.out_dir / "train_info.json", json.dumps(info, indent=2))
+    atomic_write_json(args.out_dir / "train_info.json", info)
     print(json.dumps(info), file=sys.stdout)
 
 

@@ -1,0 +1,149 @@
+"""Turn the benchmark's measurements into ratios, a cost exponent and a markdown summary.
+
+Pure functions over plain dicts, so the figures in ``results.md`` are exactly those in
+``results.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUBSETS = ("all", "ions", "close_contact")
+#: The two scales of the benchmark: adascale's branch and MACE's model at each.
+SCALES = ("short", "long")
+
+
+def loglog_slope(n_atoms: list[int], seconds: list[float]) -> float:
+    """Exponent b of seconds ~ n_atoms**b (least-squares slope in log-log); 1 means linear cost."""
+    if len(n_atoms) < 2:
+        return float("nan")
+    slope, _ = np.polyfit(np.log(np.asarray(n_atoms, dtype=float)), np.log(np.asarray(seconds, dtype=float)), 1)
+    return float(slope)
+
+
+def accuracy_ratios(adascale: dict[str, dict[str, float]], mace: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per scale and subset, adascale MAE / MACE MAE (below 1: adascale is more accurate)."""
+    return {scale: {subset: _ratio(adascale[scale][subset], mace[scale][subset]) for subset in SUBSETS} for scale in SCALES}
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator; None when either is missing (an empty subset) or the denominator is 0."""
+    return None if numerator is None or not denominator else numerator / denominator
+
+
+def speed_ratios(adascale: dict[str, list[dict]], mace: dict[str, list[dict]]) -> dict[str, list[float]]:
+    """Per scale, adascale atoms/s / MACE atoms/s at each size (above 1: adascale is faster)."""
+    return {
+        scale: [a["atoms_per_s"] / m["atoms_per_s"] for a, m in zip(adascale[scale], mace[scale], strict=True)]
+        for scale in SCALES
+    }
+
+
+def targets(results: dict) -> dict[str, bool]:
+    """The issue's targets: MAE no worse than MACE at each scale (all atoms), >= 2x atoms/s, linear cost."""
+    accuracy = results["accuracy"]["ratio_adascale_over_mace"]
+    speed = results["speed"]
+    return {
+        "mae_no_worse_than_mace": all(accuracy[scale]["all"] <= 1.0 for scale in SCALES),
+        "ion_mae_no_worse_than_mace": all(
+            accuracy[scale]["ions"] is None or accuracy[scale]["ions"] <= 1.0 for scale in SCALES
+        ),
+        "atoms_per_s_at_least_2x_mace": all(min(speed["ratio_adascale_over_mace"][scale]) >= 2.0 for scale in SCALES),
+        "cost_linear_in_atoms": all(
+            speed["exponent"][name] <= 1.1 for name in speed["exponent"] if name.startswith("adascale")
+        ),
+    }
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    """A table cell: the value, or "n/a" for an empty subset."""
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _with_interval(entry: dict, subset: str) -> str:
+    """MAE with its 95 % bootstrap interval when the entry has one: ``106.2 [101.0, 111.9]``."""
+    interval = entry.get("ci", {}).get(subset)
+    text = _number(entry[subset])
+    return text if interval is None else f"{text} [{interval[0]:.1f}, {interval[1]:.1f}]"
+
+
+def _mae_table(accuracy: dict) -> list[str]:
+    lines = [
+        "| model | all | ions | close contact |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, entry in accuracy["models"].items():
+        lines.append(f"| {name} | " + " | ".join(_with_interval(entry, s) for s in SUBSETS) + " |")
+    for scale, ratio in accuracy["ratio_adascale_over_mace"].items():
+        lines.append(f"| ratio adascale/MACE, {scale} | " + " | ".join(_number(ratio[s], 2) for s in SUBSETS) + " |")
+    return lines
+
+
+def _speed_table(speed: dict) -> list[str]:
+    sizes = [row["n_atoms"] for row in next(iter(speed["models"].values()))]
+    lines = [
+        "| model | " + " | ".join(f"{n} atoms" for n in sizes) + " | exponent | peak RSS (largest), MiB |",
+        "| --- |" + " ---: |" * (len(sizes) + 2),
+    ]
+    for name, rows in speed["models"].items():
+        cells = " | ".join(f"{row['atoms_per_s']:,.0f}" for row in rows)
+        lines.append(f"| {name} | {cells} | {speed['exponent'][name]:.2f} | {rows[-1]['peak_rss_mb']:,.0f} |")
+    for scale, ratios in speed["ratio_adascale_over_mace"].items():
+        lines.append(f"| ratio adascale/MACE, {scale} | " + " | ".join(f"{r:.2f}" for r in ratios) + " | | |")
+    return lines
+
+
+def _scale_table(analysis: dict[str, dict]) -> list[str]:
+    """Oracles and refinement of each model family's pair, all-atom and ion MAEs."""
+    lines = [
+        "| method | " + " | ".join(f"{family} all | {family} ions" for family in analysis) + " |",
+        "| --- |" + " ---: | ---: |" * len(analysis),
+    ]
+    methods = ["fixed_s0", "fixed_s1", "best_global_s", "oracle_hard", "oracle_continuous", "oracle_pool"]
+    for method in methods:
+        cells = []
+        for report in analysis.values():
+            entry = report["methods"][method]
+            cells += [_number(entry["all"]), _number(entry["ions"])]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for family, report in analysis.items():
+        refinement = report["refinement"]
+        start, end = refinement["history"][0], refinement["history"][-1]
+        lines.append(
+            f"- {family}: refinement from {refinement['initial']} to {refinement['final']}, "
+            f"test MAE {_number(start['mae'])} -> {_number(end['mae'])} (all atoms)"
+        )
+    return lines
+
+
+def render_markdown(results: dict) -> str:
+    """The human summary of ``results.json``."""
+    settings = results["settings"]
+    lines = [
+        "# adascale vs MACE",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Machine: {results['machine']['cpu']} ({results['machine']['threads']} torch threads); "
+        f"torch {results['machine']['torch']}, mace-torch {results['machine']['mace']}. "
+        f"Training budget {settings['budget_min']} min per model, one model at a time.",
+        "",
+        f"## Test force MAE ({results['accuracy']['units']})",
+        "",
+        *_mae_table(results["accuracy"]),
+        "",
+        "## Scale analysis of each pair (test set; best_global_s and refinement fitted on validation)",
+        "",
+        *_scale_table(results["scale_analysis"]),
+        "",
+        "## Inference on CPU (atoms/s; one frame tiled with Atoms.repeat)",
+        "",
+        *_speed_table(results["speed"]),
+        "",
+        "## Targets",
+        "",
+        *[f"- {name}: {'met' if met else 'not met'}" for name, met in results["targets"].items()],
+        "",
+    ]
+    return "\n".join(lines)
