@@ -1,0 +1,140 @@
+"""``adascale route``: fit learned routers on training predictions, select on validation,
+report on test, beside the fixed scales and the oracles (DESIGN §5 JSON).
+
+Nothing is fitted on the test set: the routers and the refined pool are fitted on train,
+the router kind (hard or soft) and ``best_global_s`` are chosen on validation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from adascale.errors import AdaScaleError
+from adascale.predictions import PredictionSet
+from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, gain_recovered, method_entry
+from adascale.scales.analysis import analyze, check_same_anchors
+from adascale.scales.axis import as_pool
+from adascale.scales.oracles import ScaleLosses, anchor_errors
+from adascale.scales.refine import refine_pool
+from adascale.scales.routers import KINDS, FitResult, Router, TrainSettings, fit_router
+from adascale.units import force_unit_factor
+
+SELECTION_FILE = "selected.json"
+
+
+def refined_pool(train: PredictionSet, *, max_size: int = 9, tol: float = 1e-3) -> np.ndarray:
+    """The loss-guided pool refined on the training set from the anchors (``adascale refine``'s defaults)."""
+    losses = ScaleLosses(anchor_errors(train), train.scales)
+    return refine_pool(losses, train.scales, max_size=max_size, tol=tol)[-1].pool
+
+
+def route(
+    train: PredictionSet,
+    valid: PredictionSet,
+    test: PredictionSet,
+    *,
+    pool: Sequence[float] | None = None,
+    blocks: Sequence[str] | None = None,
+    settings: TrainSettings = TrainSettings(),
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    on_epoch: Callable[[str, dict], None] | None = None,
+) -> tuple[dict, dict[str, FitResult], str]:
+    """Fit a hard and a soft router; return (report, {kind: fit}, the kind selected on validation).
+
+    The report is :func:`adascale.scales.analysis.analyze` of ``test`` (fixed scales,
+    ``best_global_s`` fitted on ``valid``, oracles, ``oracle_pool`` on the router's pool) plus
+    ``router_hard``, ``router_soft`` and ``router`` (the better on validation), each with
+    ``gain_recovered`` per subset against the best fixed anchor (as every method of the
+    report) and ``gain_recovered_vs_best_global_s`` against the validation-fitted best scale.
+    """
+    check_same_anchors(valid, train, "training set")
+    check_same_anchors(test, train, "training set")
+    pool_source = "given" if pool is not None else "refined on the training set from the anchors"
+    pool = as_pool(pool) if pool is not None else refined_pool(train)
+    fits = {
+        kind: fit_router(
+            kind,
+            train,
+            valid,
+            pool=pool,
+            blocks=blocks,
+            settings=settings,
+            on_epoch=None if on_epoch is None else (lambda row, kind=kind: on_epoch(kind, row)),
+        )
+        for kind in KINDS
+    }
+    selected = min(KINDS, key=lambda kind: fits[kind].valid_mae)
+
+    report = analyze(test, fit=valid, fit_label="validation set", pool=pool, units=units, n_resamples=n_resamples, seed=seed)
+    factor = force_unit_factor(units)
+    masks = test.masks()
+    bootstrap = FrameBootstrap(test.frame, masks, n_resamples=n_resamples, seed=seed)
+    methods = report["methods"]
+    for kind, fit in fits.items():
+        methods[f"router_{kind}"] = method_entry(
+            fit.router.sample_loss(test),
+            masks,
+            bootstrap=bootstrap,
+            factor=factor,
+            valid_mae=fit.valid_mae * factor,
+            **({"pool": pool.tolist()} if kind == "hard" else {}),
+        )
+    methods["router"] = {**methods[f"router_{selected}"], "selected": selected}
+    for name in ("router_hard", "router_soft", "router"):
+        methods[name]["gain_recovered"] = _gains(methods, methods[name], _best_fixed_anchor(methods))
+        methods[name]["gain_recovered_vs_best_global_s"] = _gains(methods, methods[name], lambda s: methods["best_global_s"][s])
+    report["routing"] = {
+        "selected": selected,
+        "selected_on": "validation MAE (all atoms)",
+        "pool": pool.tolist(),
+        "pool_source": pool_source,
+        "feature_blocks": fits[selected].router.config.blocks,
+        "training": {**asdict(settings), "epochs": {kind: len(fit.history) for kind, fit in fits.items()}},
+        "fitted_on": {"routers": "training set", "selection and best_global_s": "validation set", "reported_on": "test set"},
+    }
+    return report, fits, selected
+
+
+def _best_fixed_anchor(methods: dict) -> Callable[[str], float | None]:
+    names = [name for name in methods if name.startswith("fixed_s")]
+
+    def best(subset: str) -> float | None:
+        values = [methods[name][subset] for name in names if methods[name][subset] is not None]
+        return min(values) if values else None
+
+    return best
+
+
+def _gains(methods: dict, entry: dict, baseline: Callable[[str], float | None]) -> dict:
+    oracle = methods["oracle_continuous"]
+    return {subset: gain_recovered(baseline(subset), entry[subset], oracle[subset]) for subset in ("all", "ions", "close_contact")}
+
+
+def save_routers(directory: str | Path, fits: dict[str, FitResult], selected: str) -> None:
+    """``DIR/hard/``, ``DIR/soft/`` (one router each) and ``DIR/selected.json`` naming the chosen kind."""
+    from adascale.data.frames import atomic_output
+
+    directory = Path(directory)
+    for kind, fit in fits.items():
+        fit.router.save(directory / kind)
+    with atomic_output(directory / SELECTION_FILE) as tmp:
+        tmp.write_text(json.dumps({"selected": selected, "valid_mae_eV_A": {k: f.valid_mae for k, f in fits.items()}}, indent=2))
+
+
+def load_selected_router(directory: str | Path) -> Router:
+    """The router that ``route`` selected on validation, from a ``--out`` directory."""
+    directory = Path(directory)
+    try:
+        selected = json.loads((directory / SELECTION_FILE).read_text())["selected"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise AdaScaleError(f"{directory}: not a router directory written by `adascale route` ({exc})") from None
+    if selected not in KINDS:
+        raise AdaScaleError(f"{directory / SELECTION_FILE}: unknown router kind {selected!r}")
+    return Router.load(directory / selected)

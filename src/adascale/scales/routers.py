@@ -1,0 +1,344 @@
+"""Learned routers: each atom's scale from inference-time features, trained on the force loss.
+
+A router never sees labels at inference: it reads :class:`RouterInputs` (the branches'
+forces and per-atom features), which has no reference forces. Two kinds:
+
+* ``hard``: logits over a scale pool P; deployed as the argmax, F_i = F(p_i) on the scale
+  axis. Trained on the expected per-sample loss under the softmax policy,
+  Σ_m π_im ℓ_i(p_m): a differentiable surrogate whose minimum is the hard choice of the
+  lowest-loss scale, so training needs no relaxation schedule, and validation scores the
+  argmax actually deployed.
+* ``soft``: softmax weights w_ik over the K anchors, F_i = Σ_k w_ik F_ik: with two anchors
+  exactly a continuous scale s_i = w_i1 (the axis's F(s)); with more, any convex mixture of
+  anchors. Trained on the L1 loss of the mixed force itself. The conservative mixture
+  (``adascale.deploy.mixture``) uses the same weights on per-atom energies.
+
+Both are small MLPs on standardised features, trained with Adam on the training set;
+the epoch with the lowest deployed validation MAE is kept (early stopping).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adascale.errors import AdaScaleError, located
+from adascale.predictions import PredictionSet
+from adascale.scales.axis import as_pool, interpolate
+from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, force_features
+from adascale.scales.oracles import ScaleLosses, anchor_errors
+
+KINDS: tuple[str, ...] = ("hard", "soft")
+#: Feature blocks a router may read (all available at inference, none reads labels).
+BLOCKS: tuple[str, ...] = ("geometry", "species", "d_ion", "forces", "latent")
+#: ``PredictionSet.extras`` key of the branches' latent features, (K, N, F).
+LATENT_KEY = "latent"
+#: d_ion (nm) given to atoms of frames without another ion.
+NO_ION_NM = 2.0
+CONFIG_FILE, WEIGHTS_FILE = "router.json", "router.pt"
+
+
+@dataclass
+class RouterInputs:
+    """What a router may read about N samples: no reference forces by construction.
+
+    pred (K, N, 3) eV/Å branch forces; species (N,); d_ion (N,) nm (NaN: no other ion);
+    extras: per-sample arrays such as geometric features (N, F) or latents (K, N, F);
+    feature_spec: the FeatureSpec (as a dict) of the geometric features, when known.
+    """
+
+    pred: np.ndarray
+    species: np.ndarray
+    d_ion: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    feature_spec: dict | None = None
+
+    @classmethod
+    def of(cls, predictions: PredictionSet) -> RouterInputs:
+        """The label-free part of a prediction set."""
+        return cls(
+            predictions.pred,
+            predictions.species,
+            predictions.d_ion,
+            dict(predictions.extras),
+            predictions.metadata.get(ROUTER_SPEC_KEY),
+        )
+
+    def default_blocks(self) -> list[str]:
+        """Geometry if stored (else species and d_ion), branch forces, and latents if stored."""
+        blocks = ["geometry"] if ROUTER_FEATURES_KEY in self.extras else ["species", "d_ion"]
+        return blocks + ["forces"] + (["latent"] if LATENT_KEY in self.extras else [])
+
+    def matrix(self, blocks: Sequence[str], species: Sequence[int]) -> np.ndarray:
+        """(N, F) float32 features: the named blocks side by side, one-hot over ``species``."""
+        columns = []
+        for block in blocks:
+            if block == "geometry":
+                columns.append(self._extra(ROUTER_FEATURES_KEY, 2))
+            elif block == "species":
+                columns.append((np.asarray(self.species)[:, None] == np.asarray(species)[None, :]).astype(float))
+            elif block == "d_ion":
+                columns.append(np.nan_to_num(np.asarray(self.d_ion, dtype=float), nan=NO_ION_NM)[:, None])
+            elif block == "forces":
+                columns.append(force_features(self.pred)[0])
+            elif block == "latent":
+                latent = self._extra(LATENT_KEY, 3)
+                columns.append(np.moveaxis(latent, 0, 1).reshape(latent.shape[1], -1))
+            else:
+                raise AdaScaleError(f"unknown router feature block {block!r}; choose from {', '.join(BLOCKS)}")
+        return np.concatenate(columns, axis=1).astype(np.float32)
+
+    def _extra(self, key: str, ndim: int) -> np.ndarray:
+        if key not in self.extras:
+            raise located("missing: the router was trained with it; store it at predict time", field=f"extras[{key!r}]")
+        value = np.asarray(self.extras[key], dtype=float)
+        if value.ndim != ndim:
+            raise located(f"expected {ndim} dimensions, got shape {value.shape}", field=f"extras[{key!r}]")
+        return value
+
+
+class RouterNet(nn.Module):
+    """Standardisation (buffers fitted on training features) then an MLP: (N, F) -> (N, n_out)."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: Sequence[int] = (64, 64)) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("std", torch.ones(n_in))
+        layers: list[nn.Module] = []
+        width = n_in
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.SiLU()]
+            width = size
+        layers.append(nn.Linear(width, n_out))
+        self.mlp = nn.Sequential(*layers)
+
+    def fit_standardisation(self, x: torch.Tensor) -> None:
+        """Set mean and std from training features (N, F); constant features keep std 1."""
+        std = x.std(dim=0)
+        self.mean.copy_(x.mean(dim=0))
+        self.std.copy_(torch.where(std > 1e-6 * (1 + x.abs().max(dim=0).values), std, torch.ones_like(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp((x - self.mean) / self.std)
+
+
+@dataclass
+class RouterConfig:
+    """Everything that rebuilds a router besides its weights (saved as JSON)."""
+
+    kind: str  # "hard" | "soft"
+    anchors: list[float]  # (K,) anchor scales it was trained with
+    blocks: list[str]  # feature blocks, in column order
+    species: list[int]  # one-hot order of the "species" block
+    n_inputs: int
+    hidden: list[int]
+    pool: list[float] | None = None  # hard: the scales it chooses from
+    feature_spec: dict | None = None  # geometry block: the FeatureSpec it was trained on
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.pool) if self.kind == "hard" else len(self.anchors)
+
+
+class Router:
+    """A trained router: maps :class:`RouterInputs` to per-sample scales and mixed forces."""
+
+    def __init__(self, config: RouterConfig, net: RouterNet) -> None:
+        self.config = config
+        self.net = net.eval()
+
+    def features(self, inputs: RouterInputs) -> np.ndarray:
+        """(N, F) input matrix, after checking the inputs match what the router was trained on."""
+        if inputs.pred.shape[0] != len(self.config.anchors):
+            raise AdaScaleError(f"router expects {len(self.config.anchors)} branches, got {inputs.pred.shape[0]}")
+        if "geometry" in self.config.blocks:
+            stored = inputs.feature_spec
+            if stored is not None and stored != self.config.feature_spec:
+                raise AdaScaleError("geometric features were computed with another FeatureSpec than the router's")
+        x = inputs.matrix(self.config.blocks, self.config.species)
+        if x.shape[1] != self.config.n_inputs:
+            raise AdaScaleError(f"router expects {self.config.n_inputs} features, got {x.shape[1]}")
+        return x
+
+    def outputs(self, inputs: RouterInputs, chunk: int = 1 << 16) -> torch.Tensor:
+        """(N, n_out) raw outputs: logits over the pool (hard) or over the anchors (soft)."""
+        x = torch.from_numpy(self.features(inputs))
+        with torch.no_grad():
+            return torch.cat([self.net(part) for part in x.split(chunk)])
+
+    def scales(self, inputs: RouterInputs) -> np.ndarray:
+        """(N,) scale per sample: the chosen pool scale, or the weights' mean anchor scale."""
+        out = self.outputs(inputs)
+        if self.config.kind == "hard":
+            return np.asarray(self.config.pool)[out.argmax(dim=1).numpy()]
+        return torch.softmax(out.double(), dim=1).numpy() @ np.asarray(self.config.anchors)
+
+    def forces(self, inputs: RouterInputs) -> np.ndarray:
+        """(N, 3) eV/Å routed forces."""
+        if self.config.kind == "hard":
+            return interpolate(inputs.pred, np.asarray(self.config.anchors), self.scales(inputs))
+        weights = torch.softmax(self.outputs(inputs).double(), dim=1).numpy()  # (N, K)
+        return np.einsum("nk,knc->nc", weights, inputs.pred)
+
+    def sample_loss(self, predictions: PredictionSet) -> np.ndarray:
+        """(N,) per-sample loss mean_c |F_routed − F_ref| eV/Å (the labels are read only here)."""
+        return np.abs(self.forces(RouterInputs.of(predictions)) - predictions.ref).mean(axis=1)
+
+    def save(self, directory: str | Path) -> None:
+        """``router.json`` (config) and ``router.pt`` (state_dict), each written atomically."""
+        from adascale.data.frames import atomic_output
+
+        directory = Path(directory)
+        with atomic_output(directory / WEIGHTS_FILE) as tmp:
+            torch.save(self.net.state_dict(), tmp)
+        with atomic_output(directory / CONFIG_FILE) as tmp:
+            tmp.write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Router:
+        """Rebuild a saved router; weights load with ``weights_only=True`` (no pickled code runs)."""
+        directory = Path(directory)
+        try:
+            config = RouterConfig(**json.loads((directory / CONFIG_FILE).read_text()))
+            net = RouterNet(config.n_inputs, config.n_outputs, config.hidden)
+            net.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
+        except FileNotFoundError as exc:
+            raise located(f"not a router directory (missing {Path(exc.filename).name})", path=directory) from None
+        except Exception as exc:  # bad JSON, wrong keys, corrupt or mismatched weights
+            raise located(f"corrupt router ({type(exc).__name__}: {exc})", path=directory) from None
+        return cls(config, net)
+
+
+@dataclass
+class TrainSettings:
+    """Router training. Sizes are small on purpose: 10^5 samples train in seconds on a CPU."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    max_epochs: int = 60
+    patience: int = 10  # epochs without a better validation MAE before stopping
+    batch_size: int = 2048
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    router: Router
+    valid_mae: float  # eV/Å, deployed router on the validation set
+    history: list[dict]  # per epoch: {"epoch", "train_objective", "valid_mae"}
+
+
+def fit_router(
+    kind: str,
+    train: PredictionSet,
+    valid: PredictionSet,
+    *,
+    pool: Sequence[float] | None = None,
+    blocks: Sequence[str] | None = None,
+    settings: TrainSettings = TrainSettings(),
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train a ``hard`` (needs ``pool``) or ``soft`` router on ``train``, keep the epoch best on ``valid``.
+
+    Labels enter only the training objective and the validation score; the router's
+    inputs are :class:`RouterInputs`. ``on_epoch`` receives each history row (for progress).
+    """
+    if kind not in KINDS:
+        raise AdaScaleError(f"router kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "hard" and pool is None:
+        raise AdaScaleError("a hard router needs a scale pool to choose from")
+    if valid.K != train.K or not np.allclose(valid.scales, train.scales):
+        raise AdaScaleError("training and validation sets have different anchors")
+    inputs = RouterInputs.of(train)
+    blocks = list(blocks) if blocks is not None else inputs.default_blocks()
+    config = RouterConfig(
+        kind=kind,
+        anchors=train.scales.tolist(),
+        blocks=blocks,
+        species=sorted(int(z) for z in np.unique(train.species)),
+        n_inputs=0,
+        hidden=list(settings.hidden),
+        pool=as_pool(pool).tolist() if kind == "hard" else None,
+        feature_spec=train.metadata.get(ROUTER_SPEC_KEY) if "geometry" in blocks else None,
+    )
+    x = torch.from_numpy(inputs.matrix(blocks, config.species))
+    config.n_inputs = x.shape[1]
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        net = RouterNet(config.n_inputs, config.n_outputs, settings.hidden)
+    net.fit_standardisation(x)
+    objective = _hard_objective(train, config.pool) if kind == "hard" else _soft_objective(train)
+    router = Router(config, net)
+    history = _train(net, x, objective, lambda: float(router.sample_loss(valid).mean()), settings, on_epoch)
+    return FitResult(router=router, valid_mae=min(row["valid_mae"] for row in history), history=history)
+
+
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _hard_objective(train: PredictionSet, pool: list[float]) -> Objective:
+    """Expected loss Σ_m softmax(z)_m ℓ_i(p_m) over the pool, from the (N, M) loss table."""
+    losses = ScaleLosses(anchor_errors(train), train.scales)
+    table = torch.from_numpy(np.stack([losses.sample_loss(p) for p in pool], axis=1)).float()
+
+    def objective(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (torch.softmax(logits, dim=1) * table[rows]).sum(dim=1).mean()
+
+    return objective
+
+
+def _soft_objective(train: PredictionSet) -> Objective:
+    """Mean L1 of the anchor-weighted force error Σ_k w_ik (F_ik − F_ref,i)."""
+    errors = torch.from_numpy(np.moveaxis(anchor_errors(train), 0, 1)).float()  # (N, K, 3)
+
+    def objective(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        mixed = torch.einsum("nk,nkc->nc", torch.softmax(logits, dim=1), errors[rows])
+        return mixed.abs().mean()
+
+    return objective
+
+
+def _train(
+    net: RouterNet,
+    x: torch.Tensor,
+    objective: Objective,
+    valid_mae: Callable[[], float],
+    settings: TrainSettings,
+    on_epoch: Callable[[dict], None] | None,
+) -> list[dict]:
+    """Adam over shuffled minibatches; after each epoch score the deployed router on
+    validation and keep the best weights; stop after ``patience`` epochs without progress."""
+    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(settings.seed)
+    best, best_state, stale, history = np.inf, None, 0, []
+    for epoch in range(1, settings.max_epochs + 1):
+        net.train()
+        total = 0.0
+        for rows in torch.randperm(len(x), generator=generator).split(settings.batch_size):
+            loss = objective(net(x[rows]), rows)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(rows)
+        net.eval()
+        row = {"epoch": epoch, "train_objective": total / len(x), "valid_mae": valid_mae()}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if row["valid_mae"] < best:
+            best, best_state, stale = row["valid_mae"], copy.deepcopy(net.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    net.load_state_dict(best_state)
+    net.eval()
+    return history
