@@ -1,9 +1,143 @@
-"""CLI verbs for adascale.scales (filled in by its issue)."""
+"""CLI verbs ``analyze`` and ``refine``: the scale analysis of a PredictionSet (adascale.scales.analysis)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+PRED_HELP = "PredictionSet .npz written by `adascale predict` (labelled forces of K >= 2 anchor branches)."
+FIT_HELP = (
+    "PredictionSet to fit on (e.g. the validation set's predictions; same anchors). "
+    "Without it, fitted quantities are fitted on PRED itself, and the report says so."
+)
+UNITS_HELP = "Unit of every MAE: kJ/mol/nm (default), meV/A or eV/A."
+GRANULARITY_HELP = "Route each atom ('sample', default) or whole frames ('frame': one scale per frame)."
+JSON_HELP = "Write the report JSON (DESIGN §5: units, counts, methods, ...) to this file."
+BOOTSTRAP_HELP = "Bootstrap resamples (of frames) for the 95% confidence intervals."
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's verbs to the root app."""
+    """Add ``analyze`` and ``refine`` to the root app."""
+    app.command("analyze")(analyze)
+    app.command("refine")(refine)
+
+
+def analyze(
+    predictions: Path = typer.Argument(..., help=PRED_HELP),
+    fit: Optional[Path] = typer.Option(None, "--fit", help=FIT_HELP),
+    pool: Optional[str] = typer.Option(None, "--pool", help="Scales of the pool oracle, e.g. 0,0.5,1 (default: anchors and their midpoints)."),
+    granularity: str = typer.Option("sample", "--granularity", help=GRANULARITY_HELP),
+    units: str = typer.Option("kJ/mol/nm", "--units", help=UNITS_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+) -> None:
+    """Where does each scale win? Fixed scales against the oracles, with error bars.
+
+    For the subsets all atoms, ions, and close-contact ions (nearest other ion < 0.6 nm), prints
+    and reports the force MAE of: each anchor as a fixed scale (fixed_s0, fixed_s1, ...); the
+    best single scale best_global_s (fitted on --fit); and three oracles that look at the labels
+    (upper bounds, not deployable): oracle_hard (best anchor per atom), oracle_continuous (best
+    s in [0, 1] per atom, solved exactly) and oracle_pool (best scale of --pool per atom). Also
+    how the anchors complement each other (win fractions, error correlation, the oracle's s*)
+    and MAE in bins of nearest-ion distance. Every MAE has a 95% confidence interval from a
+    bootstrap over frames.
+
+    Example: adascale analyze pred_test.npz --fit pred_valid.npz --json analysis.json
+    """
+    from rich.console import Console
+
+    from adascale.predictions import PredictionSet
+    from adascale.report.console import complementarity_table, distance_table, methods_table
+    from adascale.scales.analysis import analyze as run_analysis
+
+    console = Console()
+    with console.status("analysing scales..."):
+        target = PredictionSet.load(predictions)
+        fit_set = PredictionSet.load(fit) if fit is not None else None
+        report = run_analysis(
+            target,
+            fit=fit_set,
+            fit_label=str(fit) if fit is not None else None,
+            pool=pool,
+            granularity=granularity,
+            units=units,
+            n_resamples=bootstrap,
+            seed=seed,
+        )
+    console.print(methods_table(report, title=f"Scale analysis of {predictions}"))
+    console.print(f"best_global_s fitted on: {report['settings']['fitted_on']}; routing per {granularity}")
+    console.print(complementarity_table(report))
+    console.print(distance_table(report, "ions"))
+    _write_json(json_out, report, console)
+
+
+def refine(
+    predictions: Path = typer.Argument(..., help=PRED_HELP),
+    fit: Optional[Path] = typer.Option(None, "--fit", help=FIT_HELP),
+    init: Optional[str] = typer.Option(None, "--init", help="Starting pool, e.g. 0,1 (default: the anchors' scales)."),
+    max_size: int = typer.Option(9, "--max-size", min=1, help="Stop when the pool has this many scales."),
+    tol: float = typer.Option(1e-3, "--tol", min=0.0, help="Stop when the best insertion lowers L(P) by less than this fraction."),
+    update: str = typer.Option(
+        "insert", "--update", help="'insert': midpoint insertion only; 'gradient': also move interior scales (exact k-medians steps)."
+    ),
+    granularity: str = typer.Option("sample", "--granularity", help=GRANULARITY_HELP),
+    units: str = typer.Option("kJ/mol/nm", "--units", help=UNITS_HELP),
+    json_out: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help=BOOTSTRAP_HELP),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+) -> None:
+    """Grow a pool of scales where the loss says it pays (loss-guided refinement).
+
+    Starting from --init, repeatedly tries the midpoint of every pair of neighbouring pool
+    scales and inserts the one that lowers the pool-oracle loss L(P) (mean over atoms of the
+    best in-pool loss) the most, until the pool has --max-size scales or the best relative
+    gain is below --tol. With --update gradient the interior scales also move, after every
+    insertion, to the exact minimiser of the loss of the atoms routed to them (each step
+    never raises L(P)). The pool is fitted on --fit and reported on PRED; the history of
+    (pool, L(P)) goes to the JSON 'refinement' block. MAEs in --units.
+
+    Example: adascale refine pred_test.npz --fit pred_valid.npz --init 0,1 --max-size 7 --json refine.json
+    """
+    from rich.console import Console
+
+    from adascale.predictions import PredictionSet
+    from adascale.report.console import methods_table, refinement_table
+    from adascale.scales.analysis import refine as run_refine
+
+    console = Console()
+    with console.status("refining the scale pool..."):
+        target = PredictionSet.load(predictions)
+        fit_set = PredictionSet.load(fit) if fit is not None else None
+        report = run_refine(
+            target,
+            fit=fit_set,
+            fit_label=str(fit) if fit is not None else None,
+            init=init,
+            max_size=max_size,
+            tol=tol,
+            update=update,
+            granularity=granularity,
+            units=units,
+            n_resamples=bootstrap,
+            seed=seed,
+        )
+    console.print(refinement_table(report))
+    console.print(methods_table(report, title=f"Refined pool on {predictions}"))
+    _write_json(json_out, report, console)
+
+
+def _write_json(path: Path | None, report: dict, console: object) -> None:
+    """Write the report atomically; NaN is never valid JSON, so refuse it rather than write it."""
+    if path is None:
+        return
+    import json
+
+    from adascale.data.frames import atomic_output
+
+    text = json.dumps(report, indent=2, allow_nan=False)
+    with atomic_output(Path(path)) as tmp:
+        tmp.write_text(text + "\n")
+    console.print(f"report written to {path}")

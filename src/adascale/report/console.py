@@ -1,0 +1,99 @@
+"""Readable console tables (rich) for DESIGN §5 report dictionaries.
+
+They only read the report, so any stage's report (analyze, refine, route, evaluate)
+prints the same way.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+SUBSETS = ("all", "ions", "close_contact")
+
+
+def methods_table(report: dict, title: str = "Force MAE") -> Table:
+    """One row per method: MAE [95 % CI] per subset, plus the scale or pool it uses."""
+    counts = report.get("counts", {})
+    table = Table(title=f"{title} ({report['units']}, 95% frame-bootstrap CI)")
+    table.add_column("method")
+    for subset in SUBSETS:
+        table.add_column(f"{subset} (n={counts.get(subset, '?')})", justify="right")
+    table.add_column("gain recovered (all)", justify="right")
+    table.add_column("scale / pool")
+    for name, entry in report["methods"].items():
+        cells = [_mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
+        gain = (entry.get("gain_recovered") or {}).get("all")
+        detail = _scales(entry["pool"]) if "pool" in entry else (f"s = {entry['s']:.4g}" if "s" in entry else "")
+        table.add_row(name, *cells, "" if gain is None else f"{100 * gain:.1f} %", detail)
+    return table
+
+
+def refinement_table(report: dict) -> Table:
+    """The refinement history: pool and L(P) on the fit set and on the analysed set."""
+    block = report["refinement"]
+    table = Table(title=f"Pool refinement ({block['update']}; fitted on {report['settings']['fitted_on']})")
+    for column in ("step", "kind", "pool", f"fit MAE ({report['units']})", f"MAE ({report['units']})"):
+        table.add_column(column, justify="right" if "MAE" in column or column == "step" else "left")
+    for i, step in enumerate(block["history"]):
+        table.add_row(str(i), step["step"], _scales(step["pool"]), f"{step['fit_mae']:.3f}", f"{step['mae']:.3f}")
+    return table
+
+
+def complementarity_table(report: dict) -> Table:
+    """Per subset: how often each anchor wins, their loss correlation, the oracle's s*."""
+    block = report["complementarity"]
+    table = Table(title="Anchor complementarity")
+    for column in ("subset", "anchor wins", "loss corr.", "error corr.", "s* mean", "s* quartiles", "s* at an anchor"):
+        table.add_column(column)
+    for subset in SUBSETS:
+        item = block.get(subset)
+        if item is None:
+            table.add_row(subset, "no samples", "", "", "", "", "")
+            continue
+        wins = ", ".join(f"{name} {100 * frac:.1f} %" for name, frac in item["win_fraction"].items())
+        s_star = item["s_star"]
+        table.add_row(
+            subset,
+            wins,
+            _first_pair(item["loss_correlation"]),
+            _first_pair(item["error_correlation"]),
+            f"{s_star['mean']:.3f}",
+            _scales(s_star["quartiles"]),
+            f"{100 * s_star['at_anchor']:.1f} %",
+        )
+    return table
+
+
+def distance_table(report: dict, subset: str = "ions") -> Table:
+    """MAE of every method in bins of nearest-ion distance."""
+    bins = report["mae_by_distance"][subset]
+    methods = list(bins[0]["mae"]) if bins else []
+    table = Table(title=f"MAE vs nearest-ion distance, {subset} ({report['units']})")
+    table.add_column("d_ion (nm)")
+    table.add_column("n", justify="right")
+    for name in methods:
+        table.add_column(name, justify="right")
+    for item in bins:
+        label = f"{item['lo']:.2f}-{item['hi']:.2f}" if item["hi"] is not None else f">= {item['lo']:.2f}"
+        table.add_row(label, str(item["count"]), *[_number(item["mae"][name]) for name in methods])
+    return table
+
+
+def _mae_cell(mae: float | None, ci: list[float] | None) -> str:
+    if mae is None:
+        return "-"
+    return f"{mae:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{mae:.2f}"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _scales(values: list[float]) -> str:
+    return "{" + ", ".join(f"{v:.4g}" for v in values) + "}"
+
+
+def _first_pair(matrix: list[list[float | None]] | None) -> str:
+    """The correlation between the first two anchors (the whole matrix is in the JSON)."""
+    value = None if matrix is None else matrix[0][1]
+    return "-" if value is None else f"{value:.3f}"
