@@ -49,18 +49,13 @@ def analyze(
     """
     from rich.console import Console
 
-    from adascale.predictions import PredictionSet
     from adascale.report.console import complementarity_table, distance_table, methods_table
     from adascale.scales.analysis import analyze as run_analysis
 
     console = Console()
     with console.status("analysing scales..."):
-        target = PredictionSet.load(predictions)
-        fit_set = PredictionSet.load(fit) if fit is not None else None
         report = run_analysis(
-            target,
-            fit=fit_set,
-            fit_label=str(fit) if fit is not None else None,
+            *_load(predictions, fit),
             pool=pool,
             granularity=granularity,
             units=units,
@@ -103,18 +98,13 @@ def refine(
     """
     from rich.console import Console
 
-    from adascale.predictions import PredictionSet
     from adascale.report.console import methods_table, refinement_table
     from adascale.scales.analysis import refine as run_refine
 
     console = Console()
     with console.status("refining the scale pool..."):
-        target = PredictionSet.load(predictions)
-        fit_set = PredictionSet.load(fit) if fit is not None else None
         report = run_refine(
-            target,
-            fit=fit_set,
-            fit_label=str(fit) if fit is not None else None,
+            *_load(predictions, fit),
             init=init,
             max_size=max_size,
             tol=tol,
@@ -127,6 +117,16 @@ def refine(
     console.print(refinement_table(report))
     console.print(methods_table(report, title=f"Refined pool on {predictions}"))
     _write_json(json_out, report, console)
+
+
+def _load(predictions: Path, fit: Path | None) -> tuple:
+    """(analysed set, fit set or None, fit label or None): the first arguments of analyze and refine."""
+    from adascale.predictions import PredictionSet
+
+    target = PredictionSet.load(predictions)
+    if fit is None:
+        return target, None, None
+    return target, PredictionSet.load(fit), str(fit)
 
 
 def _write_json(path: Path | None, report: dict, console: object) -> None:

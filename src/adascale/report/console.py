@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
+
 SUBSETS = ("all", "ions", "close_contact")
 
 
@@ -21,10 +23,9 @@ def methods_table(report: dict, title: str = "Force MAE") -> Table:
     table.add_column("gain recovered (all)", justify="right")
     table.add_column("scale / pool")
     for name, entry in report["methods"].items():
-        cells = [_mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
+        cells = [mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
         gain = (entry.get("gain_recovered") or {}).get("all")
-        detail = _scales(entry["pool"]) if "pool" in entry else (f"s = {entry['s']:.4g}" if "s" in entry else "")
-        table.add_row(name, *cells, "" if gain is None else f"{100 * gain:.1f} %", detail)
+        table.add_row(name, *cells, "" if gain is None else percent(gain), method_detail(entry))
     return table
 
 
@@ -35,7 +36,7 @@ def refinement_table(report: dict) -> Table:
     for column in ("step", "kind", "pool", f"fit MAE ({report['units']})", f"MAE ({report['units']})"):
         table.add_column(column, justify="right" if "MAE" in column or column == "step" else "left")
     for i, step in enumerate(block["history"]):
-        table.add_row(str(i), step["step"], _scales(step["pool"]), f"{step['fit_mae']:.3f}", f"{step['mae']:.3f}")
+        table.add_row(str(i), step["step"], scales_text(step["pool"]), f"{step['fit_mae']:.3f}", f"{step['mae']:.3f}")
     return table
 
 
@@ -50,7 +51,7 @@ def complementarity_table(report: dict) -> Table:
         if item is None:
             table.add_row(subset, "no samples", "", "", "", "", "")
             continue
-        wins = ", ".join(f"{name} {100 * frac:.1f} %" for name, frac in item["win_fraction"].items())
+        wins = ", ".join(f"{name} {percent(frac)}" for name, frac in item["win_fraction"].items())
         s_star = item["s_star"]
         table.add_row(
             subset,
@@ -58,8 +59,8 @@ def complementarity_table(report: dict) -> Table:
             _first_pair(item["loss_correlation"]),
             _first_pair(item["error_correlation"]),
             f"{s_star['mean']:.3f}",
-            _scales(s_star["quartiles"]),
-            f"{100 * s_star['at_anchor']:.1f} %",
+            scales_text(s_star["quartiles"]),
+            percent(s_star["at_anchor"]),
         )
     return table
 
@@ -75,22 +76,8 @@ def distance_table(report: dict, subset: str = "ions") -> Table:
         table.add_column(name, justify="right")
     for item in bins:
         label = f"{item['lo']:.2f}-{item['hi']:.2f}" if item["hi"] is not None else f">= {item['lo']:.2f}"
-        table.add_row(label, str(item["count"]), *[_number(item["mae"][name]) for name in methods])
+        table.add_row(label, str(item["count"]), *[number(item["mae"][name]) for name in methods])
     return table
-
-
-def _mae_cell(mae: float | None, ci: list[float] | None) -> str:
-    if mae is None:
-        return "-"
-    return f"{mae:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{mae:.2f}"
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _scales(values: list[float]) -> str:
-    return "{" + ", ".join(f"{v:.4g}" for v in values) + "}"
 
 
 def _first_pair(matrix: list[list[float | None]] | None) -> str:

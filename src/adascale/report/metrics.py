@@ -18,14 +18,14 @@ DEFAULT_LEVEL = 0.95
 
 
 class FrameBootstrap:
-    """Percentile confidence intervals of subset MAEs that resample whole frames.
+    """Subset MAEs with percentile confidence intervals that resample whole frames.
 
     Atoms of one frame share a configuration, so their errors are correlated; resampling
-    atoms would give intervals that are too narrow. The resampling weights (B, G) (how often
-    each of the G frames is drawn in each of the B resamples) are drawn once from ``seed``,
-    so all methods share the same resamples and the numbers are reproducible. Per subset
-    the frame ids and the resampled sample counts are computed once; an interval then costs
-    one ``bincount`` and one (B, G) matrix-vector product. Memory: 8 B G bytes.
+    atoms would give intervals that are too narrow. The resampling weights W (B, G) (how
+    often each of the G frames is drawn in each of the B resamples) are drawn once from
+    ``seed``, so all methods share the same resamples and the numbers are reproducible.
+    Each subset's samples are indexed once in frame order, so a method costs one segmented
+    sum per subset (per-frame sums S (G, subsets)) and one product W @ S. Memory: 8 B G bytes.
     """
 
     def __init__(
@@ -43,23 +43,34 @@ class FrameBootstrap:
         draws += self.n_frames * np.arange(n_resamples)[:, None]
         drawn = np.bincount(draws.ravel(), minlength=n_resamples * self.n_frames)
         self.weights = drawn.reshape(n_resamples, self.n_frames).astype(float)
-        self._masks = {name: None if mask.all() else mask for name, mask in masks.items()}
-        self._groups = {name: groups if mask is None else np.compress(mask, groups) for name, mask in self._masks.items()}
-        self._sizes = {
-            name: self.weights @ np.bincount(g, minlength=self.n_frames).astype(float) for name, g in self._groups.items()
-        }
+        order = np.argsort(groups, kind="stable")  # the identity when samples come frame by frame
+        self._segments = {}  # subset -> (sample indices in frame order, frames present, their first positions)
+        sizes = np.zeros((self.n_frames, len(masks)))
+        for column, (name, mask) in enumerate(masks.items()):
+            index = order[mask[order]]
+            present, starts = np.unique(groups[index], return_index=True)
+            self._segments[name] = (index, present, starts)
+            sizes[:, column] = np.bincount(groups[index], minlength=self.n_frames)
+        self._resampled_sizes = self.weights @ sizes  # (B, subsets)
 
-    def interval(self, loss: np.ndarray, subset: str) -> tuple[float, float] | None:
-        """(lo, hi) of the MAE of ``loss`` (N,) over ``subset``; None for an empty subset."""
-        groups, mask, sizes = self._groups[subset], self._masks[subset], self._sizes[subset]
-        if groups.size == 0:
-            return None
-        values = loss if mask is None else np.compress(mask, loss)
-        totals = self.weights @ np.bincount(groups, weights=values, minlength=self.n_frames)
-        means = totals[sizes > 0] / sizes[sizes > 0]  # resamples that drew none of the subset carry no MAE
+    def summarise(self, loss: np.ndarray) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
+        """{subset: (MAE, (lo, hi))} of ``loss`` (N,); (None, None) for an empty subset."""
+        sums = np.zeros((self.n_frames, len(self._segments)))
+        for column, (index, present, starts) in enumerate(self._segments.values()):
+            if index.size:
+                sums[present, column] = np.add.reduceat(loss.take(index), starts)
+        totals = self.weights @ sums  # (B, subsets)
         tail = 50.0 * (1.0 - self.level)
-        lo, hi = np.percentile(means, [tail, 100.0 - tail])
-        return float(lo), float(hi)
+        result = {}
+        for column, (name, (index, _, _)) in enumerate(self._segments.items()):
+            if index.size == 0:
+                result[name] = (None, None)
+                continue
+            sizes = self._resampled_sizes[:, column]
+            means = totals[sizes > 0, column] / sizes[sizes > 0]  # resamples without the subset carry no MAE
+            lo, hi = np.percentile(means, [tail, 100.0 - tail])
+            result[name] = (float(sums[:, column].sum() / index.size), (float(lo), float(hi)))
+        return result
 
 
 def subset_mae(loss: np.ndarray, mask: np.ndarray) -> float | None:
@@ -84,12 +95,14 @@ def method_entry(
     """One ``methods`` entry: {subset: MAE, ..., "ci": {subset: [lo, hi]}, **extra}.
 
     loss (N,) per-sample eV/Å; MAEs and intervals are multiplied by ``factor``. ``extra``
-    holds method details such as ``s`` or ``pool``. ``bootstrap`` must be built on ``masks``.
+    holds method details such as ``s`` or ``pool``. ``bootstrap`` must be built on the same ``masks``.
     """
-    entry: dict = {name: _scaled(subset_mae(loss, mask), factor) for name, mask in masks.items()}
-    if bootstrap is not None:
-        intervals = {name: bootstrap.interval(loss, name) for name in masks}
-        entry["ci"] = {name: None if ci is None else [ci[0] * factor, ci[1] * factor] for name, ci in intervals.items()}
+    if bootstrap is None:
+        entry: dict = {name: _scaled(subset_mae(loss, mask), factor) for name, mask in masks.items()}
+    else:
+        summary = bootstrap.summarise(loss)
+        entry = {name: _scaled(summary[name][0], factor) for name in masks}
+        entry["ci"] = {name: None if summary[name][1] is None else [v * factor for v in summary[name][1]] for name in masks}
     entry.update(extra)
     return entry
 

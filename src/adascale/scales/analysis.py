@@ -96,9 +96,9 @@ class _Reporter:
 
 def analyze(
     predictions: PredictionSet,
-    *,
     fit: PredictionSet | None = None,
     fit_label: str | None = None,
+    *,
     pool: np.ndarray | None = None,
     granularity: str = "sample",
     units: str = "kJ/mol/nm",
@@ -177,9 +177,9 @@ def complementarity(losses: ScaleLosses, continuous: Routing, masks: dict[str, n
 
 def refine(
     predictions: PredictionSet,
-    *,
     fit: PredictionSet | None = None,
     fit_label: str | None = None,
+    *,
     init: np.ndarray | None = None,
     max_size: int = 9,
     tol: float = 1e-3,
