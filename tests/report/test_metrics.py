@@ -65,7 +65,8 @@ def test_mae_by_bins_matches_a_loop(rng):
     losses = {"a": rng.uniform(size=300), "b": rng.uniform(size=300)}
     mask = rng.uniform(size=300) < 0.8
     edges = [0.2, 0.5, 1.0]
-    bins = mae_by_bins(losses, values, edges, mask=mask, factor=2.0)
+    frame = np.repeat(np.arange(30), 10)
+    bins = mae_by_bins(losses, values, edges, frame, mask=mask, factor=2.0, n_resamples=200)
     bounds = [(0.2, 0.5), (0.5, 1.0), (1.0, np.inf)]
     assert [(b["lo"], b["hi"]) for b in bins] == [(0.2, 0.5), (0.5, 1.0), (1.0, None)]
     for item, (lo, hi) in zip(bins, bounds):
@@ -73,6 +74,8 @@ def test_mae_by_bins_matches_a_loop(rng):
         assert item["count"] == inside.sum()
         for name, loss in losses.items():
             assert item["mae"][name] == pytest.approx(2.0 * loss[inside].mean())
+            lo, hi = item["ci"][name]
+            assert lo <= item["mae"][name] <= hi
 
 
 def test_gain_recovered():

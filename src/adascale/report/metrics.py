@@ -68,8 +68,8 @@ class FrameBootstrap:
                 continue
             sizes = self._resampled_sizes[:, column]
             means = totals[sizes > 0, column] / sizes[sizes > 0]  # resamples without the subset carry no MAE
-            lo, hi = np.percentile(means, [tail, 100.0 - tail])
-            result[name] = (float(sums[:, column].sum() / index.size), (float(lo), float(hi)))
+            interval = tuple(float(v) for v in np.percentile(means, [tail, 100.0 - tail])) if means.size else None
+            result[name] = (float(sums[:, column].sum() / index.size), interval)
         return result
 
 
@@ -119,30 +119,36 @@ def mae_by_bins(
     losses: dict[str, np.ndarray],
     values: np.ndarray,
     edges: list[float],
+    frame: np.ndarray,
     *,
     mask: np.ndarray | None = None,
     factor: float = 1.0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> list[dict]:
-    """MAE of each named loss (N,) in bins of ``values`` (N,), e.g. d_ion in nm.
+    """MAE of each named loss (N,) in bins of ``values`` (N,), e.g. d_ion in nm, each with
+    its frame-bootstrap interval (``frame`` (N,) frame index).
 
     Bins are [edges[i], edges[i+1]) plus a last open bin from edges[-1] (``hi`` None);
-    samples with NaN values or outside ``mask`` are left out; empty bins have MAE None.
+    samples with NaN values, below the first edge or outside ``mask`` are left out; empty
+    bins have MAE None.
     """
-    keep = ~np.isnan(values) if mask is None else mask & ~np.isnan(values)
-    which = np.searchsorted(np.asarray(edges, dtype=float), np.compress(keep, values), side="right") - 1
-    inside = which >= 0  # below the first edge: no bin
-    which = which[inside]
-    n_bins = len(edges)
-    sizes = np.bincount(which, minlength=n_bins)
-    sums = {name: np.bincount(which, weights=np.compress(keep, loss)[inside], minlength=n_bins) for name, loss in losses.items()}
+    which = np.searchsorted(np.asarray(edges, dtype=float), values, side="right") - 1
+    valid = ~np.isnan(values) & (which >= 0)
+    if mask is not None:
+        valid &= mask
+    bins = {b: valid & (which == b) for b in range(len(edges))}
+    bootstrap = FrameBootstrap(frame, bins, n_resamples=n_resamples, seed=seed)
+    entries = {name: method_entry(loss, bins, bootstrap=bootstrap, factor=factor) for name, loss in losses.items()}
     return [
         {
             "lo": float(edges[b]),
-            "hi": float(edges[b + 1]) if b + 1 < n_bins else None,
-            "count": int(sizes[b]),
-            "mae": {name: float(total[b] / sizes[b] * factor) if sizes[b] else None for name, total in sums.items()},
+            "hi": float(edges[b + 1]) if b + 1 < len(edges) else None,
+            "count": int(np.count_nonzero(bins[b])),
+            "mae": {name: entry[b] for name, entry in entries.items()},
+            "ci": {name: entry["ci"][b] for name, entry in entries.items()},
         }
-        for b in range(n_bins)
+        for b in bins
     ]
 
 

@@ -99,7 +99,7 @@ def analyze(
     fit: PredictionSet | None = None,
     fit_label: str | None = None,
     *,
-    pool: np.ndarray | None = None,
+    pool: np.ndarray | str | None = None,
     granularity: str = "sample",
     units: str = "kJ/mol/nm",
     n_resamples: int = DEFAULT_RESAMPLES,
@@ -137,7 +137,16 @@ def analyze(
     report["mae_by_distance"] = {
         "edges_nm": list(distance_edges_nm),
         **{
-            subset: mae_by_bins(per_sample, predictions.d_ion, list(distance_edges_nm), mask=reporter.masks[subset], factor=reporter.factor)
+            subset: mae_by_bins(
+                per_sample,
+                predictions.d_ion,
+                list(distance_edges_nm),
+                predictions.frame,
+                mask=reporter.masks[subset],
+                factor=reporter.factor,
+                n_resamples=n_resamples,
+                seed=seed,
+            )
             for subset in ("all", "ions")
         },
     }
@@ -180,7 +189,7 @@ def refine(
     fit: PredictionSet | None = None,
     fit_label: str | None = None,
     *,
-    init: np.ndarray | None = None,
+    init: np.ndarray | str | None = None,
     max_size: int = 9,
     tol: float = 1e-3,
     update: str = "insert",
