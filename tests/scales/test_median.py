@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,9 +35,12 @@ def test_weighted_median_is_a_minimiser(data):
     assert objective(t, x, w) <= brute_minimum(x, w) + 1e-9 * (1 + w.sum())
 
 
-def test_selection_path_on_large_inputs_matches_a_sort(rng):
-    # above the sort threshold the quickselect runs; ties and zero weights included
-    x = np.round(rng.uniform(0, 1, 200_003), 3)
+@pytest.mark.parametrize("levels", [5, 1000, None])
+def test_selection_path_on_large_inputs_matches_a_sort(rng, levels):
+    # above the sort threshold the quickselect runs; few levels end on a pivot, many end in the sort
+    x = rng.uniform(0, 1, 200_003)
+    if levels is not None:
+        x = np.round(x * (levels - 1)) / (levels - 1)
     w = rng.exponential(size=x.size) * (rng.uniform(size=x.size) > 0.2)
     order = np.argsort(x, kind="stable")
     cumulative = np.cumsum(w[order])
