@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from adascale.data.frames import atomic_output
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
 from adascale.models.long_range import LongRangePaiNN
@@ -40,18 +40,8 @@ def build_branch(config: dict) -> Branch:
 
 def atomic_write_bytes(path: Path, write) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, then atomically replace ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output(Path(path)) as temp, open(temp, "wb") as file:
+        write(file)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
