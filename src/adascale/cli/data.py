@@ -32,7 +32,7 @@ def generate_nacl_command(
     seed: int = typer.Option(0, "--seed", help="Seed for ion placement, velocities, thermostat and barostat."),
     replicas: int = typer.Option(1, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."),
     threads: int = typer.Option(0, "--threads", help="CPU threads in all, shared by the replicas (0: every core)."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of generated testbeds [default: ~/.cache/adascale/testbeds]."),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."),
 ) -> None:
     """Simulate aqueous NaCl with OpenMM and write labelled frames.
 
@@ -41,7 +41,7 @@ def generate_nacl_command(
     equilibrated volume. Labels are OpenMM's forces (eV/Å) and potential energy (eV); the
     settings are stored in every frame (gen_* keys). Results are cached by their settings,
     so a repeat call is instant. The default box (2.0 nm, 1.0 M) holds 5 ion pairs and 246
-    waters (748 atoms); about one frame per second per core at the default stride.
+    waters (748 atoms); measured here: ~0.8 frames/s at the default 1 ps stride on 2 cores.
 
     Example: adascale generate nacl --frames 50 --seed 1 --out nacl.extxyz
     """

@@ -10,7 +10,7 @@ one :class:`~adascale.errors.AdaScaleError` line naming the file, frame and fiel
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -154,9 +154,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     Readers never see a half-written file, and an interrupted write leaves the old one intact.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"  # created by the writer, with the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

@@ -131,6 +131,7 @@ class NaClSettings:
 
 
 def default_cache_dir() -> Path:
+    """``~/.cache/adascale/testbeds``, resolved when called (no environment is changed)."""
     return Path("~/.cache/adascale/testbeds").expanduser()
 
 
@@ -177,6 +178,7 @@ def _simulate(settings: NaClSettings, threads_per_replica: int, progress: bool) 
 
 
 def _simulate_in_processes(settings: NaClSettings, threads_per_replica: int, advance: ProgressCallback) -> list[Frame]:
+    """One spawned process per replica; their progress reports travel back through a managed queue."""
     import multiprocessing
     import queue as queue_module
 
