@@ -154,3 +154,19 @@ def mae_by_bins(
 
 def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
+
+
+def mae_by_species(losses: dict[str, np.ndarray], species: np.ndarray, *, factor: float = 1.0) -> dict[str, dict[str, float]]:
+    """{method: {chemical symbol: MAE}} of named per-sample losses (N,), species (N,) atomic numbers."""
+    from ase.data import chemical_symbols
+
+    species = np.asarray(species)
+    present, which = np.unique(species, return_inverse=True)
+    sizes = np.bincount(which, minlength=len(present))
+    return {
+        name: {
+            chemical_symbols[int(z)]: float(total * factor / size)
+            for z, total, size in zip(present, np.bincount(which, weights=loss, minlength=len(present)), sizes)
+        }
+        for name, loss in losses.items()
+    }

@@ -14,7 +14,15 @@ import numpy as np
 
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet, frame_groups
-from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, counts, gain_recovered, mae_by_bins, method_entry
+from adascale.report.metrics import (
+    DEFAULT_RESAMPLES,
+    FrameBootstrap,
+    counts,
+    gain_recovered,
+    mae_by_bins,
+    mae_by_species,
+    method_entry,
+)
 from adascale.scales.axis import as_pool
 from adascale.scales.oracles import Routing, ScaleLosses, anchor_errors, best_global_scale, route_continuous, route_pool
 from adascale.scales.refine import refine_pool
@@ -134,23 +142,56 @@ def analyze(
         {"granularity": granularity, "fitted_on": fit_label if fit is not None else IN_SAMPLE},
     )
     report["complementarity"] = complementarity(losses, routings["oracle_continuous"], reporter.masks, predictions.branch_names)
-    report["mae_by_distance"] = {
-        "edges_nm": list(distance_edges_nm),
-        **{
-            subset: mae_by_bins(
-                per_sample,
-                predictions.d_ion,
-                list(distance_edges_nm),
-                predictions.frame,
-                mask=reporter.masks[subset],
-                factor=reporter.factor,
-                n_resamples=n_resamples,
-                seed=seed,
-            )
-            for subset in ("all", "ions")
-        },
-    }
+    report.update(
+        breakdown(predictions, per_sample, units=units, n_resamples=n_resamples, seed=seed, distance_edges_nm=distance_edges_nm)
+    )
     return report
+
+
+
+def breakdown(
+    predictions: PredictionSet,
+    per_sample: dict[str, np.ndarray],
+    *,
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    distance_edges_nm: tuple[float, ...] = DISTANCE_EDGES_NM,
+) -> dict:
+    """``mae_by_distance`` (all atoms and ions, bins of d_ion with frame-bootstrap intervals) and
+    ``mae_by_species`` of named per-sample losses (N,) eV/Å, e.g. every method of a report."""
+    masks, factor = predictions.masks(), force_unit_factor(units)
+    by_distance = {
+        subset: mae_by_bins(
+            per_sample,
+            predictions.d_ion,
+            list(distance_edges_nm),
+            predictions.frame,
+            mask=masks[subset],
+            factor=factor,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        for subset in ("all", "ions")
+    }
+    return {
+        "mae_by_distance": {"edges_nm": list(distance_edges_nm), **by_distance},
+        "mae_by_species": mae_by_species(per_sample, predictions.species, factor=factor),
+    }
+
+
+def method_losses(predictions: PredictionSet, methods: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Per-sample losses (N,) eV/Å of a report's scale methods, rebuilt from their ``s`` and
+    ``pool`` (fixed scales, best_global_s, oracle_pool) and the label-reading oracles."""
+    losses = scale_losses(predictions)
+    out = {name: losses.sample_loss(entry["s"]) for name, entry in methods.items() if "s" in entry}
+    if "oracle_hard" in methods:
+        out["oracle_hard"] = route_pool(losses, predictions.scales).loss
+    if "oracle_continuous" in methods:
+        out["oracle_continuous"] = route_continuous(losses.errors, predictions.scales).loss
+    if "pool" in methods.get("oracle_pool", {}):
+        out["oracle_pool"] = route_pool(losses, as_pool(methods["oracle_pool"]["pool"])).loss
+    return out
 
 
 def complementarity(losses: ScaleLosses, continuous: Routing, masks: dict[str, np.ndarray], branch_names: list[str]) -> dict:

@@ -1,0 +1,352 @@
+"""The stages of ``adascale run`` and ``adascale evaluate``, with their caching.
+
+``run``: testbed (OpenMM, cached) → split → train each anchor → predict train/valid/test →
+refine the pool (fitted on validation) → route (routers fitted on train, selected on
+validation) → conservative mixture → report, all reported on test. Each stage is keyed by
+its settings and upstream keys (:mod:`adascale.stages`), so a re-run redoes only what
+changed, and a killed run resumes (training continues from its checkpoint).
+
+``evaluate``: a finished run's branches, refined pool, routers and mixture applied to new
+labelled frames, reported the same way.
+
+Layout of a run directory::
+
+    config.yaml            the resolved run config
+    data/                  frames.extxyz, train/valid/test.extxyz
+    branches/<name>/       one model directory per anchor (adascale train)
+    predictions/           train/valid/test.npz (PredictionSets with router features)
+    refine.json            the pool refinement (fitted on validation, reported on test)
+    routers/               hard/, soft/, selected.json (adascale route)
+    mixture/               the conservative mixture (an AdaScaleCalculator model dir)
+    report.json, report.md, plots/
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+
+from adascale.data.frames import Frame, atomic_output, read_frames
+from adascale.errors import AdaScaleError
+from adascale.predictions import PredictionSet
+from adascale.stages import StageRunner
+
+SPLITS = ("train", "valid", "test")
+REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TestbedSettings(_Strict):
+    """The NaCl(aq) testbed (``adascale generate nacl``'s options)."""
+
+    frames: int = Field(300, description="Frames in total (all replicas).")
+    box_nm: float = Field(2.0, description="Cubic box edge, nm.")
+    molar: float = Field(1.0, description="NaCl concentration, mol/L.")
+    temperature: float = Field(300.0, description="K.")
+    stride_ps: float = Field(0.5, description="ps between frames.")
+    equil_ps: float = Field(20.0, description="NPT equilibration per replica, ps.")
+    seed: int = Field(0, description="Seed of the simulation.")
+    replicas: int = Field(2, description="Parallel trajectories.")
+
+
+class AnchorSettings(_Strict):
+    """One anchor branch: a training config (built-in name or YAML path) and overrides."""
+
+    name: str = Field(description="Directory name under branches/ and the branch's name in reports.")
+    config: str = Field(description="Built-in training config (local, long_range) or a YAML path.")
+    overrides: list[str] = Field(default_factory=list, description="`key=value` overrides, as `adascale train --set`.")
+
+
+class RunConfig(_Strict):
+    """Everything ``adascale run`` does; see ``adascale/configs/run.yaml`` for the defaults."""
+
+    testbed: TestbedSettings = Field(default_factory=TestbedSettings)
+    split: tuple[int, int, int] = Field((200, 40, 60), description="Contiguous train/valid/test frame counts.")
+    anchors: list[AnchorSettings] = Field(min_length=2, description="Anchors, shortest range first (scales 0 .. 1).")
+    route_train_frames: int = Field(60, ge=1, description="Training frames (evenly spaced) the routers are fitted on.")
+    refine_max_size: int = Field(9, ge=2, description="Largest refined pool.")
+    refine_tol: float = Field(1e-3, ge=0, description="Stop refining when the best relative gain is below this.")
+    mixture_finetune_minutes: float = Field(2.0, ge=0, description="Wall-time budget of the mixture's conservative fine-tuning.")
+    mixture_finetune_epochs: int = Field(3, ge=0, description="Fine-tuning epochs of the mixture.")
+    units: str = Field("kJ/mol/nm", description="Unit of every MAE in the report.")
+    bootstrap: int = Field(1000, ge=10, description="Frame-bootstrap resamples for the 95% intervals.")
+    threads: int | None = Field(None, description="torch CPU threads (default: torch's choice).")
+
+
+def load_run_config(source: str | Path | None, quick: bool = False) -> RunConfig:
+    """The built-in ``run`` (or ``run_quick``) config, or a YAML file, validated."""
+    if source is None:
+        name = "run_quick.yaml" if quick else "run.yaml"
+        text, where = resources.files("adascale.configs").joinpath(name).read_text(), f"built-in {name}"
+    else:
+        try:
+            text, where = Path(source).read_text(), str(source)
+        except OSError as exc:
+            raise AdaScaleError(f"{source}: cannot read the run config ({exc.strerror})") from None
+    try:
+        return RunConfig.model_validate(yaml.safe_load(text) or {})
+    except (ValidationError, yaml.YAMLError) as exc:
+        problems = (
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            if isinstance(exc, ValidationError)
+            else str(exc).replace("\n", " ")
+        )
+        raise AdaScaleError(f"{where}: invalid run config: {problems}") from None
+
+
+def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -> dict:
+    """Run (or resume) every stage into ``out``; returns the report dictionary."""
+    console = console or Console()
+    out.mkdir(parents=True, exist_ok=True)
+    _set_threads(config.threads)
+    with atomic_output(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    stages = StageRunner(out, console)
+    data = out / "data"
+
+    stages.run("testbed", config.testbed.model_dump(), lambda: _generate(config, data / "frames.extxyz"))
+    stages.run("split", list(config.split), lambda: _split(data, config.split), after=("testbed",))
+    for anchor in config.anchors:
+        stages.run(
+            f"train_{anchor.name}",
+            anchor.model_dump(),
+            lambda anchor=anchor: _train(anchor, data, out / "branches" / anchor.name),
+            after=("split",),
+        )
+    trained = tuple(f"train_{a.name}" for a in config.anchors)
+    stages.run("predict", config.route_train_frames, lambda: _predict_splits(out, config), after=trained)
+    refine_settings = {"max_size": config.refine_max_size, "tol": config.refine_tol, "units": config.units}
+    stages.run("refine", refine_settings, lambda: _refine(out, config), after=("predict",))
+    stages.run("route", config.bootstrap, lambda: _route(out, config), after=("refine",))
+    mixture_settings = [config.mixture_finetune_minutes, config.mixture_finetune_epochs, config.route_train_frames]
+    stages.run("mixture", mixture_settings, lambda: _mixture(out, config), after=trained + ("split",))
+    stages.run("report", config.units, lambda: _report(out, stages.timings), after=("route", "mixture"))
+    return json.loads((out / REPORT_JSON).read_text())
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _generate(config: RunConfig, path: Path) -> None:
+    from adascale.data.testbed import NaClSettings, generate_nacl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generate_nacl(NaClSettings(**config.testbed.model_dump()), path)
+
+
+def _split(data: Path, sizes: tuple[int, int, int]) -> None:
+    from adascale.data.frames import write_frames
+    from adascale.data.split import split_frames
+
+    frames = read_frames(data / "frames.extxyz")
+    for name, block in zip(SPLITS, split_frames(frames, list(sizes))):
+        write_frames(data / f"{name}.extxyz", block)
+
+
+def _train(anchor: AnchorSettings, data: Path, directory: Path) -> None:
+    from adascale.training.checkpoint import CHECKPOINT_FILE
+    from adascale.training.config import load_config
+    from adascale.training.trainer import Trainer
+
+    settings = load_config(anchor.config, anchor.overrides)
+    keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
+    trainer = Trainer(settings, read_frames(data / "train.extxyz", **keys), read_frames(data / "valid.extxyz", **keys), directory)
+    if (directory / CHECKPOINT_FILE).exists():
+        trainer.resume()  # a killed run continues where its last checkpoint left it
+    trainer.run()
+
+
+def predictions_for(branch_dirs: list[Path], frames: list[Frame], path: Path, names: list[str]) -> PredictionSet:
+    """The anchors' PredictionSet on labelled ``frames``, with router features attached."""
+    from adascale.models.inference import model_forces, predict
+    from adascale.scales.features import FeatureSpec, attach_router_features
+
+    outputs = [model_forces(directory, frames, path=path) for directory in branch_dirs]
+    predictions = predict(frames, outputs, path=path, metadata={"data": str(path)})
+    predictions.branch_names = names
+    species = sorted({int(z) for frame in frames for z in np.unique(frame.numbers)})
+    attach_router_features(predictions, frames, FeatureSpec(species=tuple(species)), path=path)
+    return predictions
+
+
+def _branch_dirs(out: Path, config: RunConfig) -> list[Path]:
+    return [out / "branches" / anchor.name for anchor in config.anchors]
+
+
+def _predict_splits(out: Path, config: RunConfig) -> None:
+    from adascale.deploy.fit_mixture import evenly_spaced
+
+    names = [anchor.name for anchor in config.anchors]
+    for split in SPLITS:
+        path = out / "data" / f"{split}.extxyz"
+        frames = read_frames(path)
+        if split == "train":
+            frames = evenly_spaced(frames, config.route_train_frames)
+        predictions_for(_branch_dirs(out, config), frames, path, names).save(out / "predictions" / f"{split}.npz")
+
+
+def _load_predictions(out: Path, split: str) -> PredictionSet:
+    return PredictionSet.load(out / "predictions" / f"{split}.npz")
+
+
+def _refine(out: Path, config: RunConfig) -> None:
+    from adascale.scales.analysis import refine
+
+    report = refine(
+        _load_predictions(out, "test"),
+        fit=_load_predictions(out, "valid"),
+        fit_label="validation set",
+        max_size=config.refine_max_size,
+        tol=config.refine_tol,
+        units=config.units,
+        n_resamples=config.bootstrap,
+    )
+    _write_json(out / "refine.json", report)
+
+
+def _route(out: Path, config: RunConfig) -> None:
+    from adascale.scales.router_report import route, save_routers
+
+    pool = json.loads((out / "refine.json").read_text())["refinement"]["final"]
+    report, fits, selected = route(
+        _load_predictions(out, "train"),
+        _load_predictions(out, "valid"),
+        _load_predictions(out, "test"),
+        pool=pool,
+        units=config.units,
+        n_resamples=config.bootstrap,
+    )
+    save_routers(out / "routers", fits, selected)
+    _write_json(out / "route.json", report)
+
+
+def _mixture(out: Path, config: RunConfig) -> None:
+    from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
+    from adascale.deploy.mixture import save_mixture
+    from adascale.models.io import load_branch
+
+    settings = MixtureSettings(
+        train_frames=config.route_train_frames,
+        finetune_minutes=config.mixture_finetune_minutes,
+        finetune_epochs=config.mixture_finetune_epochs,
+    )
+    branches = [load_branch(directory) for directory in _branch_dirs(out, config)]
+    frames = {split: read_frames(out / "data" / f"{split}.extxyz") for split in SPLITS}
+    scales = PredictionSet.default_scales(len(branches))
+    mixture, report = fit_mixture(
+        branches, scales, frames["train"], frames["valid"], frames["test"],
+        settings=settings, units=config.units, n_resamples=config.bootstrap,
+    )
+    save_mixture(out / "mixture", mixture)
+    _write_json(out / "mixture.json", report)
+
+
+def _report(out: Path, timings: dict[str, float]) -> None:
+    """Merge the stage reports into report.json / report.md and draw the plots."""
+    report = json.loads((out / "route.json").read_text())
+    refined = json.loads((out / "refine.json").read_text())
+    mixture = json.loads((out / "mixture.json").read_text())
+    report["refinement"] = refined["refinement"]
+    for name in ("router_force_mixing", "mixture_force_mixing", "mixture"):
+        report["methods"][name] = mixture["methods"][name]
+    report["mixture"] = mixture["mixture"]
+    test = _load_predictions(out, "test")
+    finish_report(report, test, _router_losses(out / "routers", test), out, timings)
+
+
+def _router_losses(directory: Path, test: PredictionSet) -> dict[str, np.ndarray]:
+    """Per-sample losses (N,) of the saved routers on ``test``: router_hard, router_soft, router."""
+    from adascale.scales.router_report import load_selected_router
+    from adascale.scales.routers import KINDS, Router
+
+    losses = {f"router_{kind}": Router.load(directory / kind).sample_loss(test) for kind in KINDS}
+    losses["router"] = load_selected_router(directory).sample_loss(test)
+    return losses
+
+
+def finish_report(
+    report: dict,
+    test: PredictionSet,
+    extra_losses: dict[str, np.ndarray],
+    out: Path,
+    timings: dict[str, float] | None = None,
+) -> None:
+    """Add the distance and species breakdowns (scale methods plus ``extra_losses`` (N,) eV/Å),
+    the deployment table and the plots; write report.json and report.md into ``out``."""
+    from adascale.report.markdown import render_markdown
+    from adascale.report.plots import write_plots
+    from adascale.scales.analysis import breakdown, method_losses
+
+    per_sample = method_losses(test, report["methods"]) | extra_losses
+    report.update(breakdown(test, per_sample, units=report["units"], n_resamples=report["settings"]["bootstrap"]["resamples"]))
+
+    report["deployment"] = [
+        {"mode": "per-atom force mixing (paper)", "method": "router", "conservative": False},
+        {"mode": "per-atom force mixing, mixture weights", "method": "mixture_force_mixing", "conservative": False},
+        {"mode": "conservative energy mixture (MD)", "method": "mixture", "conservative": True},
+    ]
+    report["deployment"] = [item for item in report["deployment"] if item["method"] in report["methods"]]
+    if timings:
+        report["timings_s"] = timings
+    report["plots"] = {name: f"{PLOTS_DIR}/{file}" for name, file in write_plots(report, out / PLOTS_DIR).items()}
+    _write_json(out / REPORT_JSON, report)
+    with atomic_output(out / REPORT_MD) as tmp:
+        tmp.write_text(render_markdown(report))
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2))
+
+
+def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", energy_key: str = "REF_energy") -> dict:
+    """Apply a finished run (branches, refined pool, routers, mixture) to labelled frames in ``data``.
+
+    ``best_global_s`` stays the one fitted on the run's validation set and the pool is the run's
+    refined pool; nothing is fitted on the new frames. Frames with species the run never saw,
+    or cells too small for a branch, raise AdaScaleError naming the file and frame.
+    """
+    from adascale.deploy.fit_mixture import evaluate_frames
+    from adascale.deploy.mixture import load_mixture
+    from adascale.report.metrics import FrameBootstrap, method_entry
+    from adascale.scales.analysis import analyze
+    from adascale.scales.router_report import add_gains
+    from adascale.units import force_unit_factor
+
+    marker = run_dir / ".stages" / "report.json"
+    if not marker.exists():
+        raise AdaScaleError(f"{run_dir}: not a finished `adascale run` directory (no completed report stage)")
+    config = load_run_config(run_dir / "config.yaml")
+    frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
+    names = [anchor.name for anchor in config.anchors]
+    test = predictions_for(_branch_dirs(run_dir, config), frames, data, names)
+    pool = json.loads((run_dir / "refine.json").read_text())["refinement"]["final"]
+    report = analyze(
+        test, fit=_load_predictions(run_dir, "valid"), fit_label=f"validation set of {run_dir}", pool=pool,
+        units=config.units, n_resamples=config.bootstrap,
+    )
+    router_losses = _router_losses(run_dir / "routers", test)
+    _, mixed = evaluate_frames(load_mixture(run_dir / "mixture"), frames)
+    losses = router_losses | {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
+    masks, factor = test.masks(), force_unit_factor(config.units)
+    bootstrap = FrameBootstrap(test.frame, masks, n_resamples=config.bootstrap)
+    for name, loss in losses.items():
+        report["methods"][name] = method_entry(loss, masks, bootstrap=bootstrap, factor=factor)
+    add_gains(report["methods"], list(losses))
+    report["refinement"] = json.loads((run_dir / "refine.json").read_text())["refinement"]
+    report["settings"]["evaluated"] = {"run": str(run_dir), "data": str(data)}
+    return report
