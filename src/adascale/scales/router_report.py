@@ -87,9 +87,7 @@ def route(
             **({"pool": pool.tolist()} if kind == "hard" else {}),
         )
     methods["router"] = {**methods[f"router_{selected}"], "selected": selected}
-    for name in ("router_hard", "router_soft", "router"):
-        methods[name]["gain_recovered"] = _gains(methods, methods[name], _best_fixed_anchor(methods))
-        methods[name]["gain_recovered_vs_best_global_s"] = _gains(methods, methods[name], lambda s: methods["best_global_s"][s])
+    add_gains(methods, ["router_hard", "router_soft", "router"])
     report["routing"] = {
         "selected": selected,
         "selected_on": "validation MAE (all atoms)",
@@ -102,19 +100,20 @@ def route(
     return report, fits, selected
 
 
-def _best_fixed_anchor(methods: dict) -> Callable[[str], float | None]:
-    names = [name for name in methods if name.startswith("fixed_s")]
-
-    def best(subset: str) -> float | None:
-        values = [methods[name][subset] for name in names if methods[name][subset] is not None]
-        return min(values) if values else None
-
-    return best
-
-
-def _gains(methods: dict, entry: dict, baseline: Callable[[str], float | None]) -> dict:
+def add_gains(methods: dict, names: Sequence[str]) -> None:
+    """Give each named method ``gain_recovered`` per subset against the best fixed anchor (as
+    analyze does for every method) and ``gain_recovered_vs_best_global_s`` against the
+    validation-fitted best single scale; both relative to ``oracle_continuous``."""
+    fixed = [name for name in methods if name.startswith("fixed_s")]
     oracle = methods["oracle_continuous"]
-    return {subset: gain_recovered(baseline(subset), entry[subset], oracle[subset]) for subset in ("all", "ions", "close_contact")}
+    for name in names:
+        entry = methods[name]
+        entry["gain_recovered"], entry["gain_recovered_vs_best_global_s"] = {}, {}
+        for subset in ("all", "ions", "close_contact"):
+            anchors = [methods[f][subset] for f in fixed if methods[f][subset] is not None]
+            best_anchor = min(anchors) if anchors else None
+            entry["gain_recovered"][subset] = gain_recovered(best_anchor, entry[subset], oracle[subset])
+            entry["gain_recovered_vs_best_global_s"][subset] = gain_recovered(methods["best_global_s"][subset], entry[subset], oracle[subset])
 
 
 def save_routers(directory: str | Path, fits: dict[str, FitResult], selected: str) -> None:

@@ -38,7 +38,7 @@ from adascale.scales.oracles import ScaleLosses, anchor_errors
 KINDS: tuple[str, ...] = ("hard", "soft")
 #: Feature blocks a router may read (all available at inference, none reads labels).
 BLOCKS: tuple[str, ...] = ("geometry", "species", "d_ion", "forces", "latent")
-#: ``PredictionSet.extras`` key of the branches' latent features, (K, N, F).
+#: ``PredictionSet.extras`` key of the branches' latent features side by side, (N, F_1 + ... + F_K).
 LATENT_KEY = "latent"
 #: d_ion (nm) given to atoms of frames without another ion.
 NO_ION_NM = 2.0
@@ -50,7 +50,7 @@ class RouterInputs:
     """What a router may read about N samples: no reference forces by construction.
 
     pred (K, N, 3) eV/Å branch forces; species (N,); d_ion (N,) nm (NaN: no other ion);
-    extras: per-sample arrays such as geometric features (N, F) or latents (K, N, F);
+    extras: per-sample arrays such as geometric features (N, F) or branch latents (N, ΣF_k);
     feature_spec: the FeatureSpec (as a dict) of the geometric features, when known.
     """
 
@@ -89,8 +89,7 @@ class RouterInputs:
             elif block == "forces":
                 columns.append(force_features(self.pred)[0])
             elif block == "latent":
-                latent = self._extra(LATENT_KEY, 3)
-                columns.append(np.moveaxis(latent, 0, 1).reshape(latent.shape[1], -1))
+                columns.append(self._extra(LATENT_KEY, 2))
             else:
                 raise AdaScaleError(f"unknown router feature block {block!r}; choose from {', '.join(BLOCKS)}")
         return np.concatenate(columns, axis=1).astype(np.float32)

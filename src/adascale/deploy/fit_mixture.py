@@ -1,0 +1,275 @@
+"""Fit the conservative mixture's router with the branches frozen, and report it on test frames.
+
+Two stages, both loss-guided on forces:
+
+1. Warm start (cheap): evaluate the frozen branches once per frame (forces, atom energies,
+   latents, geometric features) and fit a soft router on per-atom force mixing
+   (:func:`adascale.scales.routers.fit_router`, blocks ``geometry`` + ``latent``, i.e.
+   exactly the mixture router's inputs). Its weights go into the mixture's router; the
+   energy offsets start at the per-species mean gap between each branch's atom energies
+   and the first branch's.
+2. Fine-tune (exact): minimise the L1 error of the mixture's *conservative* forces
+   −∂E/∂R (second derivatives through the frozen branches) over a subset of training
+   frames per epoch; the epoch best on validation frames is kept.
+
+:func:`evaluate_frames` runs every branch and the mixture on labelled frames in one forward
+pass, so both deployment modes (per-atom force mixing, conservative energy mixture) are
+measured on the same samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from adascale.data.regimes import DEFAULT_ION_SPECIES, nearest_ion_distance
+from adascale.deploy.mixture import AdaptiveMixture
+from adascale.models.base import Branch
+from adascale.models.batch import AtomsBatch
+from adascale.predictions import PredictionSet
+from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, method_entry
+from adascale.scales.analysis import analyze
+from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, FeatureSpec
+from adascale.scales.router_report import add_gains
+from adascale.scales.routers import LATENT_KEY, FitResult, TrainSettings, fit_router
+from adascale.units import force_unit_factor
+
+#: extras key of the branches' atom energies (N, K) eV in sets made by :func:`evaluate_frames`.
+ATOM_ENERGIES_KEY = "branch_atom_energies"
+
+Progress = Callable[[str, int, int, str], None]  # (stage, done, total, status)
+
+
+@dataclass
+class MixtureSettings:
+    """Sizes and budgets of the mixture fit; frame counts take evenly spaced frames."""
+
+    train_frames: int = 100  # warm-start frames (all atoms of each)
+    valid_frames: int = 20  # early stopping of both stages
+    finetune_frames: int = 20  # training frames per fine-tuning epoch (a different subset each epoch)
+    finetune_epochs: int = 5
+    finetune_minutes: float = 10.0  # wall-clock budget of stage 2
+    lr: float = 3e-4
+    hidden: tuple[int, ...] = (64, 64)
+    feature_radii: tuple[float, ...] = FeatureSpec.radii  # Å, coordination radii of the router's features
+    use_latent: bool = True
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def build_mixture(branches: Sequence[Branch], scales: Sequence[float], probe_frame, settings: MixtureSettings, ion_species=DEFAULT_ION_SPECIES) -> AdaptiveMixture:
+    """A mixture of frozen ``branches`` with a fresh router; latent widths are read off ``probe_frame``."""
+    dtype = getattr(torch, settings.dtype)
+    branches = [branch.to(dtype).eval().requires_grad_(False) for branch in branches]
+    species = sorted(set().union(*(branch.species for branch in branches)))
+    with torch.no_grad():
+        widths = [
+            int(branch.atom_energies(AtomsBatch.from_frame(probe_frame, branch.cutoff, dtype=dtype))[1].shape[1]) if settings.use_latent else 0
+            for branch in branches
+        ]
+    spec = FeatureSpec(species=tuple(species), ion_species=tuple(ion_species), radii=settings.feature_radii)
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        mixture = AdaptiveMixture(branches, scales, spec, widths, settings.hidden)
+    return mixture.to(dtype).eval()
+
+
+def evenly_spaced(items: Sequence, count: int, offset: float = 0.0) -> list:
+    """``count`` items spread over the sequence, shifted by ``offset`` of a stride (all when it is shorter)."""
+    if count >= len(items):
+        return list(items)
+    stride = len(items) / count
+    return [items[int((i + offset) * stride) % len(items)] for i in range(count)]
+
+
+def evaluate_frames(
+    mixture: AdaptiveMixture,
+    frames: Sequence,
+    *,
+    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
+    progress: Progress | None = None,
+    stage: str = "evaluate",
+) -> tuple[PredictionSet, np.ndarray]:
+    """Every branch and the mixture on labelled ``frames`` in one forward pass per frame.
+
+    Returns a PredictionSet of the branch forces whose extras hold the mixture router's
+    inputs (``router_features`` geometric, ``latent`` the branches' latents side by side)
+    and the branches' atom energies, and the mixture's conservative forces (N, 3) eV/Å.
+    """
+    dtype = mixture.energy_offsets.dtype
+    k, n_geometry = mixture.n_branches, len(mixture.spec.names)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("forces", "inputs", "energies", "d_ion")}
+    for index, frame in enumerate(frames):
+        batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype)
+        positions = batch.positions.requires_grad_(True)
+        energies, inputs = mixture.components(batch)
+        mixed, _ = mixture.mix(energies, inputs, batch.numbers)
+        totals = [*energies.sum(dim=0), mixed.sum()]
+        forces = [-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals]
+        parts["forces"].append(torch.stack(forces).detach().double().numpy())  # (K + 1, n, 3)
+        parts["inputs"].append(inputs.detach().double().numpy())
+        parts["energies"].append(energies.detach().double().numpy())
+        parts["d_ion"].append(nearest_ion_distance(frame.positions, frame.numbers, frame.cell, frame.pbc, tuple(ion_species)))
+        if progress is not None:
+            progress(stage, index + 1, len(frames), "")
+    forces, inputs = np.concatenate(parts["forces"], axis=1), np.concatenate(parts["inputs"])
+    extras = {ROUTER_FEATURES_KEY: inputs[:, :n_geometry], ATOM_ENERGIES_KEY: np.concatenate(parts["energies"])}
+    if inputs.shape[1] > n_geometry:
+        extras[LATENT_KEY] = inputs[:, n_geometry:]
+    predictions = PredictionSet(
+        ref=np.concatenate([frame.forces for frame in frames]),
+        pred=forces[:k],
+        scales=mixture.scales,
+        species=np.concatenate([frame.numbers for frame in frames]),
+        frame=np.repeat(np.arange(len(frames)), [len(frame) for frame in frames]),
+        atom=np.concatenate([np.arange(len(frame)) for frame in frames]),
+        d_ion=np.concatenate(parts["d_ion"]),
+        branch_names=[branch.kind for branch in mixture.branches],
+        metadata={"ion_species": list(ion_species), ROUTER_SPEC_KEY: mixture.spec.to_dict()},
+        extras=extras,
+    )
+    return predictions, forces[k]
+
+
+def warm_start(mixture: AdaptiveMixture, train: PredictionSet, valid: PredictionSet, settings: MixtureSettings, on_epoch=None) -> FitResult:
+    """Stage 1: a soft router on per-atom force mixing of the mixture's own inputs, copied into it,
+    and the energy offsets aligned per species."""
+    blocks = ["geometry"] + (["latent"] if LATENT_KEY in train.extras else [])
+    fit = fit_router("soft", train, valid, blocks=blocks, settings=TrainSettings(hidden=settings.hidden, seed=settings.seed), on_epoch=on_epoch)
+    dtype = mixture.energy_offsets.dtype
+    mixture.router.load_state_dict({name: value.to(dtype) for name, value in fit.router.net.state_dict().items()})
+    energies = train.extras[ATOM_ENERGIES_KEY]  # (N, K)
+    offsets = np.zeros(tuple(mixture.energy_offsets.shape))
+    for s, z in enumerate(mixture.species):
+        rows = train.species == z
+        if rows.any():
+            offsets[:, s] = (energies[rows, :1] - energies[rows]).mean(axis=0)
+    with torch.no_grad():
+        mixture.energy_offsets.copy_(torch.as_tensor(offsets))
+    return fit
+
+
+def conservative_mae(mixture: AdaptiveMixture, frames: Sequence) -> float:
+    """Mean over atoms of mean_c |F_mixture − F_ref| (eV/Å) on labelled frames."""
+    dtype = mixture.energy_offsets.dtype
+    total, count = 0.0, 0
+    for frame in frames:
+        forces = mixture(AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype))["forces"].detach().double().numpy()
+        total += float(np.abs(forces - frame.forces).mean(axis=1).sum())
+        count += len(frame)
+    return total / count
+
+
+def finetune(mixture: AdaptiveMixture, train_frames: Sequence, valid_frames: Sequence, settings: MixtureSettings, progress: Progress | None = None) -> list[dict]:
+    """Stage 2: Adam on the router and offsets, loss = L1 of the conservative forces, one frame per step.
+
+    History rows {"epoch", "train_mae", "valid_mae"} in eV/Å; epoch 0 is the warm start.
+    The best epoch on validation is kept; stops at ``finetune_epochs`` or the time budget.
+    """
+    dtype = mixture.energy_offsets.dtype
+    trainable = [p for p in mixture.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=settings.lr)
+    mixture.eval()
+    history = [{"epoch": 0, "train_mae": None, "valid_mae": conservative_mae(mixture, valid_frames)}]
+    best_state, best = copy.deepcopy(mixture.state_dict()), history[0]["valid_mae"]
+    started = time.monotonic()
+    for epoch in range(1, settings.finetune_epochs + 1):
+        frames = evenly_spaced(train_frames, settings.finetune_frames, offset=epoch / (settings.finetune_epochs + 1))
+        order = np.random.default_rng(settings.seed + epoch).permutation(len(frames))
+        mixture.train()
+        total = 0.0
+        for step, index in enumerate(order):
+            frame = frames[index]
+            forces = mixture(AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype))["forces"]
+            loss = (forces - torch.as_tensor(frame.forces, dtype=dtype)).abs().mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+            if progress is not None:
+                progress("fine-tune", (epoch - 1) * len(frames) + step + 1, settings.finetune_epochs * len(frames), f"epoch {epoch} train {total / (step + 1):.4f} eV/Å")
+        mixture.eval()
+        row = {"epoch": epoch, "train_mae": total / len(frames), "valid_mae": conservative_mae(mixture, valid_frames)}
+        history.append(row)
+        if row["valid_mae"] < best:
+            best, best_state = row["valid_mae"], copy.deepcopy(mixture.state_dict())
+        if time.monotonic() - started > 60.0 * settings.finetune_minutes:
+            break
+    mixture.load_state_dict(best_state)
+    mixture.eval()
+    return history
+
+
+def fit_mixture(
+    branches: Sequence[Branch],
+    scales: Sequence[float],
+    train_frames: Sequence,
+    valid_frames: Sequence,
+    test_frames: Sequence,
+    *,
+    settings: MixtureSettings = MixtureSettings(),
+    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    progress: Progress | None = None,
+) -> tuple[AdaptiveMixture, dict]:
+    """Build, warm-start and fine-tune a mixture; report both deployment modes on ``test_frames``.
+
+    The report is :func:`adascale.scales.analysis.analyze` of the test branch predictions
+    (``best_global_s`` fitted on the validation frames) plus ``router_force_mixing`` (the
+    warm-start router mixing forces per atom: fast, not conservative),
+    ``mixture_force_mixing`` (the final mixture's weights mixing forces per atom) and
+    ``mixture`` (the conservative energy mixture's forces), with ``gain_recovered``.
+    """
+    train_frames = list(train_frames)
+    mixture = build_mixture(branches, scales, train_frames[0], settings, ion_species)
+    warm_frames = evenly_spaced(train_frames, settings.train_frames)
+    valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
+    train, _ = evaluate_frames(mixture, warm_frames, ion_species=ion_species, progress=progress, stage="branches on train")
+    valid, _ = evaluate_frames(mixture, valid_frames, ion_species=ion_species, progress=progress, stage="branches on valid")
+    warm = warm_start(mixture, train, valid, settings, on_epoch=None if progress is None else (
+        lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")))
+    history = finetune(mixture, train_frames, valid_frames, settings, progress)
+
+    test, mixed = evaluate_frames(mixture, list(test_frames), ion_species=ion_species, progress=progress, stage="test")
+    report = analyze(test, fit=valid, fit_label="validation frames", units=units, n_resamples=n_resamples)
+    masks, factor = test.masks(), force_unit_factor(units)
+    bootstrap = FrameBootstrap(test.frame, masks, n_resamples=n_resamples)
+    weights = router_weights(mixture, test)
+    losses = {
+        "router_force_mixing": warm.router.sample_loss(test),
+        "mixture_force_mixing": np.abs(np.einsum("nk,knc->nc", weights, test.pred) - test.ref).mean(axis=1),
+        "mixture": np.abs(mixed - test.ref).mean(axis=1),
+    }
+    methods = report["methods"]
+    for name, loss in losses.items():
+        methods[name] = method_entry(loss, masks, bootstrap=bootstrap, factor=factor)
+    add_gains(methods, list(losses))
+    methods["mixture"]["conservative"] = True
+    report["mixture"] = {
+        "settings": asdict(settings),
+        "warm_start_valid_mae": warm.valid_mae * factor,
+        "finetune_history": [
+            {"epoch": row["epoch"], "train_mae": _scaled(row["train_mae"], factor), "valid_mae": _scaled(row["valid_mae"], factor)}
+            for row in history
+        ],
+        "fitted_on": {"router": "training frames", "early stopping and best_global_s": "validation frames", "reported_on": "test frames"},
+    }
+    return mixture, report
+
+
+def router_weights(mixture: AdaptiveMixture, predictions: PredictionSet) -> np.ndarray:
+    """(N, K) the mixture router's weights on a set made by :func:`evaluate_frames`."""
+    inputs = [predictions.extras[ROUTER_FEATURES_KEY]] + ([predictions.extras[LATENT_KEY]] if LATENT_KEY in predictions.extras else [])
+    x = torch.as_tensor(np.concatenate(inputs, axis=1), dtype=mixture.energy_offsets.dtype)
+    with torch.no_grad():
+        return mixture.weights(x).double().numpy()
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor

@@ -1,0 +1,145 @@
+"""The conservative adaptive mixture: K branches and a smooth router in one potential.
+
+    E = Σ_i Σ_k w_ik (e_ik + c_k,Z_i),   w_i = softmax(router(x_i)),   F = −∂E/∂R (autograd)
+
+e_ik is branch k's energy of atom i, x_i the atom's smooth geometric features
+(:func:`adascale.scales.features.geometric_features`) and the branches' latent features,
+c_k,Z per-branch, per-species energy offsets. Forces come from the whole energy, so they
+include the router's own gradient Σ_i Σ_k (e_ik + c_k,Z_i) ∂w_ik/∂R: the mixture is a
+potential and conserves energy in NVE molecular dynamics (unlike per-atom force mixing,
+which is faster but not the gradient of anything). Every ingredient is smooth (C2
+switches, softmax), so forces are continuous. With two anchors w_i1 is a continuous scale
+s_i on the axis. The offsets matter only through ∂w/∂R: they align the branches' per-atom
+energy gauges (any per-species constant leaves a branch's forces unchanged but not the
+router term).
+
+The router does not read branch forces (their disagreement is a per-atom-mixing feature):
+a potential built on forces would need second derivatives of the branches.
+
+Saved as one directory: ``mixture.json`` (every branch's config, the feature spec, sizes)
+and ``weights.pt`` (the state_dict of everything), loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from adascale.errors import AdaScaleError
+from adascale.models.base import Branch
+from adascale.models.io import atomic_write_bytes, atomic_write_json, build_branch
+from adascale.scales.features import FeatureSpec, geometric_features
+from adascale.scales.routers import RouterNet
+
+CONFIG_FILE, WEIGHTS_FILE = "mixture.json", "weights.pt"
+
+
+class AdaptiveMixture(Branch):
+    """A :class:`Branch` whose per-atom energy is the router-weighted sum of K branches' energies.
+
+    branches: the anchors, shortest range first; scales (K,) their positions on the scale
+    axis; spec: the router's geometric features; latent_widths: each branch's latent width
+    (0 to leave its latents out); hidden: the router MLP's widths.
+    """
+
+    kind = "adaptive_mixture"
+
+    def __init__(
+        self,
+        branches: Sequence[Branch],
+        scales: Sequence[float],
+        spec: FeatureSpec,
+        latent_widths: Sequence[int],
+        hidden: Sequence[int] = (64, 64),
+    ) -> None:
+        if len(branches) < 2 or len(scales) != len(branches) or len(latent_widths) != len(branches):
+            raise AdaScaleError(f"a mixture needs K >= 2 branches with one scale and one latent width each, got {len(branches)}")
+        species = sorted(set.intersection(*(set(branch.species) for branch in branches)))
+        super().__init__(species, max([spec.cutoff] + [branch.cutoff for branch in branches]))
+        self.branches = nn.ModuleList(branches)
+        self.scales = [float(s) for s in scales]
+        self.spec = spec
+        self.latent_widths = [int(w) for w in latent_widths]
+        self.hidden = [int(h) for h in hidden]
+        self.router = RouterNet(len(spec.names) + sum(self.latent_widths), len(branches), self.hidden)
+        self.energy_offsets = nn.Parameter(torch.zeros(len(branches), len(species)))  # (K, S) eV
+
+    def config(self) -> dict:
+        return {
+            "kind": self.kind,
+            "branches": [branch.config() for branch in self.branches],
+            "scales": self.scales,
+            "spec": self.spec.to_dict(),
+            "latent_widths": self.latent_widths,
+            "hidden": self.hidden,
+        }
+
+    def components(self, batch) -> tuple[Tensor, Tensor]:
+        """Per-branch atom energies (n, K) eV (without offsets) and router inputs (n, F).
+
+        ``batch`` must reach the mixture's cutoff; each branch reads its own sub-list."""
+        energies, inputs = [], [geometric_features(batch, self.spec)]
+        for branch, width in zip(self.branches, self.latent_widths):
+            energy, latent = branch.atom_energies(batch.within(branch.cutoff))
+            energies.append(energy)
+            if width:
+                inputs.append(latent)
+        return torch.stack(energies, dim=1), torch.cat(inputs, dim=1)
+
+    @property
+    def n_branches(self) -> int:
+        return len(self.branches)
+
+    def weights(self, inputs: Tensor) -> Tensor:
+        """(n, K) router weights from router inputs (n, F); rows sum to 1."""
+        return torch.softmax(self.router(inputs), dim=1)
+
+    def mix(self, energies: Tensor, inputs: Tensor, numbers: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixed atom energies (n,) eV and weights (n, K) from :meth:`components` outputs."""
+        w = self.weights(inputs)
+        offsets = self.energy_offsets.T[self.species_index(numbers)]  # (n, K)
+        return (w * (energies + offsets)).sum(dim=1), w
+
+    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+        """((n,) mixed atom energies eV, (n, K) router weights as the latent features)."""
+        energies, inputs = self.components(batch)
+        return self.mix(energies, inputs, batch.numbers)
+
+
+def save_mixture(directory: str | os.PathLike, mixture: AdaptiveMixture, metadata: dict | None = None) -> None:
+    """``weights.pt`` (state_dict) then ``mixture.json`` (config + ``metadata``), each atomically."""
+    directory = Path(directory)
+    atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(mixture.state_dict(), f))
+    atomic_write_json(directory / CONFIG_FILE, {"mixture": mixture.config(), **(metadata or {})})
+
+
+def is_mixture_dir(directory: str | os.PathLike) -> bool:
+    return (Path(directory) / CONFIG_FILE).is_file()
+
+
+def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
+    """Rebuild a saved mixture in eval mode; missing or corrupt files raise AdaScaleError."""
+    directory = Path(directory)
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())["mixture"]
+        mixture = AdaptiveMixture(
+            [build_branch(branch) for branch in config["branches"]],
+            config["scales"],
+            FeatureSpec(**config["spec"]),
+            config["latent_widths"],
+            config["hidden"],
+        )
+    except FileNotFoundError:
+        raise AdaScaleError(f"{directory}: not a mixture directory (no {CONFIG_FILE})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AdaScaleError(f"{directory / CONFIG_FILE}: corrupt mixture config ({type(exc).__name__}: {exc})") from None
+    try:
+        mixture.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    except Exception as exc:  # missing, truncated, pickled code, shape mismatch
+        raise AdaScaleError(f"{directory / WEIGHTS_FILE}: corrupt or incompatible weights ({type(exc).__name__}: {exc})") from None
+    return mixture.eval()
