@@ -56,11 +56,16 @@ class AtomsBatch:
         *,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
+        neighbours=None,
     ) -> AtomsBatch:
-        """A batch of one frame (the unit that datasets cache and :meth:`concatenate` joins)."""
+        """A batch of one frame (the unit :meth:`concatenate` joins).
+
+        ``neighbours``: a precomputed list at ``cutoff`` with arrays ``i``, ``j``, ``shifts``
+        (e.g. cached by a dataset); built with vesin when omitted.
+        """
         from adascale.data.neighbours import neighbour_list
 
-        pairs = neighbour_list(frame, cutoff)
+        pairs = neighbours if neighbours is not None else neighbour_list(frame, cutoff)
         edge_index = np.stack([np.asarray(pairs.i), np.asarray(pairs.j)])
         n = len(frame.numbers)
         return cls(

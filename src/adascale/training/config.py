@@ -1,0 +1,198 @@
+"""The training configuration: a YAML file validated by pydantic, with command-line overrides.
+
+Two blocks, ``model`` (the branch architecture) and ``training`` (optimisation, data, stopping).
+Every field carries a description (``adascale train --show-settings`` prints them). Built-in
+configs live in ``adascale/configs/``: ``local`` (anchor s=0, PaiNN at 3.5 Å) and
+``long_range`` (anchor s=1, PaiNN at 6.0 Å plus learned-charge electrostatics).
+Overrides are dotted keys with YAML values, e.g. ``model.cutoff=4.0`` or
+``training.time_budget_minutes=null``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adascale.errors import AdaScaleError
+
+BUILTIN_CONFIGS = ("local", "long_range")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ElectrostaticsSettings(_Strict):
+    """Learned charges and their Coulomb energy (present only in the long-range branch)."""
+
+    method: Literal["ewald", "pme"] = Field(
+        "ewald", description="torch-pme sum for periodic cells: 'ewald' (exact to ~1e-7) or 'pme' (mesh, ~1e-4; faster for large cells)."
+    )
+    exclusion_inner: float = Field(2.0, gt=0, description="Å: pairs closer than this get no Coulomb energy (the local model covers them).")
+    exclusion_outer: float = Field(3.0, gt=0, description="Å: Coulomb is fully on beyond this; smooth (C2) switch in between. At most the cutoff.")
+    total_charge: float = Field(0.0, description="e: every frame's charges sum to exactly this.")
+
+
+class ModelSettings(_Strict):
+    """The branch: PaiNN message passing, optionally with electrostatics."""
+
+    cutoff: float = Field(3.5, gt=0, description="Å: the largest neighbour distance the branch reads (its spatial scale).")
+    features: int = Field(64, ge=2, description="Channels of the scalar and vector features.")
+    interactions: int = Field(3, ge=1, description="Message-passing layers; the receptive field is interactions x cutoff.")
+    radial_basis: int = Field(8, ge=1, description="Bessel functions encoding each edge length.")
+    envelope_exponent: int = Field(6, ge=2, description="Exponent p of the polynomial cutoff envelope (smooth to 2nd derivative).")
+    electrostatics: ElectrostaticsSettings | None = Field(
+        None, description="Learned charges + Ewald/Coulomb (the long-range branch); null for a purely local branch."
+    )
+
+    @model_validator(mode="after")
+    def _exclusion_within_cutoff(self) -> ModelSettings:
+        e = self.electrostatics
+        if e is not None and not e.exclusion_inner < e.exclusion_outer <= self.cutoff:
+            raise ValueError(
+                f"need exclusion_inner ({e.exclusion_inner}) < exclusion_outer ({e.exclusion_outer}) <= cutoff ({self.cutoff})"
+            )
+        return self
+
+    def branch_kwargs(self) -> dict:
+        """Constructor arguments for :func:`adascale.models.io.build_branch` (species and statistics added by the trainer)."""
+        kwargs = self.model_dump(exclude={"electrostatics"})
+        if self.electrostatics is None:
+            return {"kind": "painn", **kwargs}
+        e = self.electrostatics
+        return {
+            "kind": "painn_long_range",
+            **kwargs,
+            "electrostatics": e.method,
+            "exclusion_inner": e.exclusion_inner,
+            "exclusion_outer": e.exclusion_outer,
+            "total_charge": e.total_charge,
+        }
+
+
+class TrainingSettings(_Strict):
+    """Optimisation, data keys and stopping rules."""
+
+    seed: int = Field(0, description="Seeds weight initialisation and the frame order of every epoch: same seed, same numbers.")
+    dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point precision of the model and data.")
+    forces_key: str = Field("REF_forces", description="Per-atom array holding reference forces (eV/Å); 'forces' is the fallback.")
+    energy_key: str = Field("REF_energy", description="Per-frame value holding reference energies (eV); 'energy' is the fallback.")
+    batch_size: int = Field(1, ge=1, description="Frames per optimiser step, over all processes (a multiple of the process count).")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+    final_learning_rate_factor: float = Field(
+        0.02, gt=0, le=1, description="The cosine schedule decays to learning_rate x this at the end of the run."
+    )
+    warmup_steps: int = Field(20, ge=0, description="Steps of linear learning-rate warm-up.")
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine",
+        description="'cosine': decay over max_epochs, or over the time budget if that ends first (then not bit-reproducible).",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")
+    force_loss: Literal["mse", "l1", "huber"] = Field("mse", description="Per-component force loss.")
+    huber_delta: float = Field(0.1, gt=0, description="eV/Å: the Huber loss is quadratic below this error, linear above.")
+    energy_weight: float = Field(
+        0.0, ge=0, description="Weight of the per-atom energy MSE (eV^2) added to the force loss; 0 trains on forces only."
+    )
+    max_epochs: int = Field(100, ge=1, description="Upper bound on passes over the training frames.")
+    patience: int = Field(10, ge=1, description="Stop after this many validations without a better validation force MAE.")
+    time_budget_minutes: float | None = Field(
+        None, gt=0, description="Stop training (and validate a last time) within this wall time; null for no limit."
+    )
+    checkpoint_every_steps: int = Field(50, ge=1, description="Write the resumable checkpoint this often (and after every epoch).")
+
+
+class TrainConfig(_Strict):
+    """Everything `adascale train` needs besides the data files."""
+
+    model: ModelSettings = Field(default_factory=ModelSettings, description="The branch architecture.")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="Optimisation and stopping.")
+
+
+def load_config(source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a built-in config name or a YAML path (None: all defaults), apply ``key=value`` overrides, validate.
+
+    Any problem becomes one AdaScaleError line naming the source and the field.
+    """
+    raw, where = _read_source(source)
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise AdaScaleError(f"{where}: invalid config: {problems}") from None
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    """The full resolved config as YAML (what a model directory records)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_settings() -> str:
+    """Every field with its default and description, one per line, for ``--show-settings``."""
+    lines = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            nested = _nested_model(field.annotation)
+            if nested is not None:
+                lines.append(f"{key}: {field.description}")
+                walk(nested, key + ".")
+            else:
+                lines.append(f"{key} (default {field.default!r}): {field.description}")
+
+    walk(TrainConfig, "")
+    return "\n".join(lines)
+
+
+def _nested_model(annotation) -> type[BaseModel] | None:
+    candidates = getattr(annotation, "__args__", (annotation,))
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _read_source(source: str | Path | None) -> tuple[dict, str]:
+    if source is None:
+        return {}, "defaults"
+    if str(source) in BUILTIN_CONFIGS:
+        text = resources.files("adascale.configs").joinpath(f"{source}.yaml").read_text()
+        where = f"built-in config {source!r}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AdaScaleError(f"{path}: no such config file (built-in configs: {', '.join(BUILTIN_CONFIGS)})")
+        text, where = path.read_text(), str(path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise AdaScaleError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if raw is None:
+        return {}, where
+    if not isinstance(raw, dict):
+        raise AdaScaleError(f"{where}: the config must be a mapping with 'model' and 'training' blocks")
+    return raw, where
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise AdaScaleError(f"override {item!r} must look like key=value, e.g. model.cutoff=4.0")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise AdaScaleError(f"override {item!r}: the value is not valid YAML") from None
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise AdaScaleError(f"override {item!r}: {part!r} is not a block of settings")
+        node = child
+    node[leaf] = value
