@@ -33,3 +33,17 @@ def write_split(directory: Path, n_train: int = 6, n_valid: int = 2) -> tuple[Pa
     write_frames(train, labelled_frames(n_train, seed=0))
     write_frames(valid, labelled_frames(n_valid, seed=1))
     return train, valid
+
+
+def truncated_forces_calculator():
+    """An ASE calculator that returns one force row too few (for 'mismatched frames' errors)."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class Truncated(Calculator):
+        implemented_properties = ["forces", "energy"]
+
+        def calculate(self, atoms=None, properties=("forces",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.results = {"forces": np.zeros((len(atoms) - 1, 3)), "energy": 0.0}
+
+    return Truncated()
