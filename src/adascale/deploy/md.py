@@ -168,7 +168,7 @@ def run_md(
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     if ensemble not in ENSEMBLES:
@@ -180,13 +180,15 @@ def run_md(
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
     if not atoms.get_momenta().any():
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+        thermalize_momenta(atoms, temperature_K, rng=rng)
         Stationary(atoms)
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dynamics = VelocityVerlet(atoms, timestep=dt)
     else:
-        dynamics = Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng)
+        # fixcm=False: ASE's centre-of-mass fix biases the NVT distribution (its own warning);
+        # the centre of mass then diffuses, which changes nothing physical.
+        dynamics = Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
 
     times, energies, temperatures = [], [], []
 

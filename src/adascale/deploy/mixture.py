@@ -139,7 +139,9 @@ def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
     except (ValueError, KeyError, TypeError) as exc:
         raise AdaScaleError(f"{directory / CONFIG_FILE}: corrupt mixture config ({type(exc).__name__}: {exc})") from None
     try:
-        mixture.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+        mixture.to(next(value.dtype for value in state.values() if value.is_floating_point()))  # keep the saved precision
+        mixture.load_state_dict(state)
     except Exception as exc:  # missing, truncated, pickled code, shape mismatch
         raise AdaScaleError(f"{directory / WEIGHTS_FILE}: corrupt or incompatible weights ({type(exc).__name__}: {exc})") from None
     return mixture.eval()

@@ -1,0 +1,20 @@
+"""Fixtures for the deployment tests (one torch thread, as in tests/models)."""
+
+from __future__ import annotations
+
+import pytest
+from models.branch_checks import water_ion_frame
+from models.conftest import single_torch_thread  # noqa: F401  (autouse fixture, shared)
+from tiny_models import make_mixture
+
+from adascale.deploy.mixture import AdaptiveMixture
+
+
+@pytest.fixture(scope="module")
+def mixture() -> AdaptiveMixture:
+    return make_mixture()
+
+
+@pytest.fixture
+def periodic_frame():
+    return water_ion_frame(10, 2, 8.5, seed=1, spacing_jitter=0.1)

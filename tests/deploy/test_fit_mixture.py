@@ -1,0 +1,96 @@
+"""Fitting the mixture's router with frozen branches, and its report of both deployment modes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from models.branch_checks import SPECIES, water_ion_frame
+from tiny_models import TINY, make_branches
+from typer.testing import CliRunner
+
+from adascale.cli import app
+from adascale.data.frames import write_frames
+from adascale.deploy.fit_mixture import build_mixture, evaluate_frames, fit_mixture, router_weights
+from adascale.deploy.mixture import load_mixture
+from adascale.models.batch import AtomsBatch
+from adascale.models.io import save_branch
+from adascale.models.long_range import LongRangePaiNN
+from adascale.scales.features import ROUTER_FEATURES_KEY
+from adascale.scales.routers import LATENT_KEY, RouterInputs
+from adascale.units import KJ_MOL_NM_PER_EV_A
+
+SETTINGS = replace(TINY, train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Frames labelled by a third random model (the 'reference' the branches approximate)."""
+    torch.manual_seed(7)
+    teacher = LongRangePaiNN(SPECIES, cutoff=4.0, features=8, interactions=1, average_neighbours=10.0).double().eval()
+    out = []
+    for seed in range(9):
+        frame = water_ion_frame(8, 2, 8.5, seed=seed, spacing_jitter=0.1)
+        frame.forces = teacher(AtomsBatch.from_frame(frame, 4.0, dtype=torch.float64))["forces"].numpy()
+        out.append(frame)
+    return out
+
+
+def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(frames):
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY)
+    predictions, mixed = evaluate_frames(mixture, frames[:2])
+    for index, frame in enumerate(frames[:2]):
+        rows = predictions.frame == index
+        batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=torch.float64)
+        for k, branch in enumerate(mixture.branches):
+            np.testing.assert_allclose(predictions.pred[k, rows], branch(batch)["forces"].numpy(), atol=1e-10)
+        np.testing.assert_allclose(mixed[rows], mixture(batch)["forces"].numpy(), atol=1e-10)
+    assert predictions.extras[ROUTER_FEATURES_KEY].shape == (predictions.N, len(mixture.spec.names))
+    assert predictions.extras[LATENT_KEY].shape == (predictions.N, sum(mixture.latent_widths))
+    np.testing.assert_array_equal(predictions.ref, np.concatenate([f.forces for f in frames[:2]]))
+
+
+def test_fit_mixture_reports_both_modes_and_keeps_the_best_epoch(frames):
+    mixture, report = fit_mixture(make_branches(), [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=SETTINGS, n_resamples=20)
+    methods = report["methods"]
+    for name in ("fixed_s0", "fixed_s1", "best_global_s", "oracle_continuous", "router_force_mixing", "mixture_force_mixing", "mixture"):
+        assert set(methods[name]) >= {"all", "ions", "close_contact"}
+    assert methods["mixture"]["conservative"] is True and "gain_recovered" in methods["mixture"]
+    history = report["mixture"]["finetune_history"]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    # the kept mixture is the best validation epoch: re-measure it
+    valid, mixed = evaluate_frames(mixture, frames[4:6])
+    best = min(row["valid_mae"] for row in history)
+    assert np.abs(mixed - valid.ref).mean() * KJ_MOL_NM_PER_EV_A == pytest.approx(best, rel=1e-3)
+
+
+def test_warm_start_copies_the_soft_router_into_the_mixture(frames):
+    from adascale.deploy.fit_mixture import warm_start
+
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY)
+    train, _ = evaluate_frames(mixture, frames[:3])
+    valid, _ = evaluate_frames(mixture, frames[3:5])
+    fit = warm_start(mixture, train, valid, replace(SETTINGS, hidden=(8,)))
+    soft = torch.softmax(fit.router.outputs(RouterInputs.of(valid)).double(), dim=1).numpy()
+    np.testing.assert_allclose(router_weights(mixture, valid), soft, atol=1e-5)
+    assert fit.router.config.blocks == ["geometry", "latent"]  # no branch forces: the mixture cannot read them
+
+
+def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
+    for name, part in (("train", frames[:3]), ("valid", frames[3:5]), ("test", frames[5:7])):
+        write_frames(tmp_path / f"{name}.extxyz", part)
+    for name, branch in zip(("local", "long"), make_branches()):
+        save_branch(tmp_path / name, branch)
+    args = ["mixture", "--model", str(tmp_path / "local"), "--model", str(tmp_path / "long"),
+            "--train", str(tmp_path / "train.extxyz"), "--valid", str(tmp_path / "valid.extxyz"),
+            "--test", str(tmp_path / "test.extxyz"), "--out", str(tmp_path / "mix"), "--json", str(tmp_path / "m.json"),
+            "--train-frames", "3", "--valid-frames", "2", "--finetune-epochs", "1", "--finetune-frames", "1",
+            "--bootstrap", "20", "--threads", "1"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert {"router_force_mixing", "mixture"} <= set(report["methods"])
+    assert load_mixture(tmp_path / "mix").n_branches == 2

@@ -1,0 +1,96 @@
+"""The conservative mixture: a branch like any other (shared checks), E = sum w e, safe save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import make_mixture
+from models.branch_checks import BranchChecks, water_ion_frame
+
+from adascale.deploy.mixture import AdaptiveMixture, load_mixture, save_mixture
+from adascale.errors import AdaScaleError
+from adascale.models.batch import AtomsBatch
+
+
+class TestMixtureBranchChecks(BranchChecks):
+    """Forces = -dE/dR by finite differences, symmetry, batching, smoothness at the cutoff."""
+
+    separable = False  # the long-range branch interacts beyond its cutoff
+
+    def make_branch(self):
+        return make_mixture()
+
+
+def _batch(mixture, frame):
+    return AtomsBatch.from_frame(frame, mixture.cutoff, dtype=torch.float64)
+
+
+def test_energy_is_the_router_weighted_sum_of_branch_atom_energies(mixture, periodic_frame):
+    batch = _batch(mixture, periodic_frame)
+    out = mixture(batch)
+    energies, inputs = mixture.components(batch)
+    for k, branch in enumerate(mixture.branches):
+        alone = branch(batch)["atom_energy"]
+        torch.testing.assert_close(energies[:, k].detach(), alone)
+    w = mixture.weights(inputs).detach()
+    offsets = mixture.energy_offsets.detach().T[mixture.species_index(batch.numbers)]
+    assert torch.allclose(w.sum(dim=1), torch.ones(len(w), dtype=w.dtype))
+    assert 0.05 < float(w[:, 0].std())  # weights really vary from atom to atom
+    torch.testing.assert_close(out["energy"].sum(), (w * (energies.detach() + offsets)).sum())
+
+
+def test_forces_include_the_routers_own_gradient(mixture, periodic_frame):
+    """Mixing the branches' atom-energy gradients with frozen weights is not the mixture's force:
+    the difference is the router term sum_i sum_k e_ik dw_ik/dR that makes it conservative."""
+    batch = _batch(mixture, periodic_frame)
+    forces = mixture(batch)["forces"]
+    positions = batch.positions.clone().requires_grad_(True)
+    energies, inputs = mixture.components(batch.with_positions(positions))
+    frozen = mixture.weights(inputs).detach()
+    offsets = mixture.energy_offsets.detach().T[mixture.species_index(batch.numbers)]
+    (gradient,) = torch.autograd.grad((frozen * (energies + offsets)).sum(), positions)
+    assert (forces + gradient).abs().max() > 1e-2
+
+
+def test_one_hot_router_reproduces_a_single_branch(periodic_frame):
+    mixture = make_mixture()
+    last = mixture.router.mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-80.0, 80.0]))  # all weight on the long-range branch
+        mixture.energy_offsets.zero_()
+    batch = _batch(mixture, periodic_frame)
+    alone = mixture.branches[1](batch)
+    mixed = mixture(batch)
+    torch.testing.assert_close(mixed["forces"], alone["forces"], atol=1e-10, rtol=0)
+    torch.testing.assert_close(mixed["energy"], alone["energy"], atol=1e-10, rtol=0)
+
+
+def test_save_and_load_round_trip_safely(tmp_path, mixture, periodic_frame):
+    save_mixture(tmp_path / "mix", mixture, {"note": "test"})
+    loaded = load_mixture(tmp_path / "mix")
+    assert isinstance(loaded, AdaptiveMixture) and loaded.config() == mixture.config()
+    batch = _batch(mixture, periodic_frame)
+    torch.testing.assert_close(loaded(batch)["forces"], mixture(batch)["forces"])
+
+    torch.save({"payload": AdaptiveMixture}, tmp_path / "mix" / "weights.pt")  # pickled code: refused
+    with pytest.raises(AdaScaleError, match="corrupt or incompatible weights"):
+        load_mixture(tmp_path / "mix")
+    (tmp_path / "mix" / "mixture.json").write_text("{not json")
+    with pytest.raises(AdaScaleError, match="corrupt mixture config"):
+        load_mixture(tmp_path / "mix")
+    with pytest.raises(AdaScaleError, match="not a mixture directory"):
+        load_mixture(tmp_path / "elsewhere")
+
+
+def test_mixture_runs_on_unlabelled_frames(mixture):
+    frame = water_ion_frame(6, 1, 8.5, seed=4)
+    frame.forces, frame.energy = None, None
+    out = mixture(_batch(mixture, frame))
+    assert np.isfinite(out["forces"].numpy()).all()
+
+
+def test_a_mixture_needs_matching_branches_and_scales(mixture):
+    with pytest.raises(AdaScaleError, match="K >= 2"):
+        AdaptiveMixture(list(mixture.branches)[:1], [0.0], mixture.spec, [8])
