@@ -20,7 +20,7 @@ from adascale.models.batch import AtomsBatch
 from adascale.models.io import save_branch
 from adascale.models.long_range import LongRangePaiNN
 from adascale.scales.features import ROUTER_FEATURES_KEY
-from adascale.scales.routers import LATENT_KEY, RouterInputs
+from adascale.scales.routers import RouterInputs
 from adascale.units import KJ_MOL_NM_PER_EV_A
 
 SETTINGS = replace(TINY, train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2)
@@ -49,7 +49,8 @@ def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(fram
             np.testing.assert_allclose(predictions.pred[k, rows], branch(batch)["forces"].numpy(), atol=1e-10)
         np.testing.assert_allclose(mixed[rows], mixture(batch)["forces"].numpy(), atol=1e-10)
     assert predictions.extras[ROUTER_FEATURES_KEY].shape == (predictions.N, len(mixture.spec.names))
-    assert predictions.extras[LATENT_KEY].shape == (predictions.N, sum(mixture.latent_widths))
+    for k, width in enumerate(mixture.latent_widths):
+        assert predictions.extras[f"latent_{k}"].shape == (predictions.N, width)
     np.testing.assert_array_equal(predictions.ref, np.concatenate([f.forces for f in frames[:2]]))
 
 

@@ -86,13 +86,15 @@ def test_routers_never_read_the_labels():
 
 def test_router_refuses_inputs_it_was_not_trained_on():
     train, valid = _species_routed(20, 1), _species_routed(5, 2)
-    train.extras["router_features"] = np.ones((train.N, 3))
-    valid.extras["router_features"] = np.ones((valid.N, 3))
+    for predictions in (train, valid):  # as `adascale predict` stores them: per-branch latents
+        predictions.extras.update(router_features=np.ones((predictions.N, 3)), latent_0=np.ones((predictions.N, 4)), latent_1=np.ones((predictions.N, 2)))
     router = fit_router("soft", train, valid, settings=replace(FAST, max_epochs=1)).router
-    assert router.config.blocks == ["geometry", "forces"]
+    assert router.config.blocks == ["geometry", "forces", "latent"] and router.config.n_inputs == 3 + 3 + 4 + 2
     unlabelled = RouterInputs(valid.pred, valid.species, valid.d_ion)
     with pytest.raises(AdaScaleError, match="router_features"):
         router.forces(unlabelled)
+    with pytest.raises(AdaScaleError, match="latent_1"):
+        router.forces(replace(unlabelled, extras={"router_features": np.ones((valid.N, 3)), "latent_0": np.ones((valid.N, 4))}))
     with pytest.raises(AdaScaleError, match="expects 2 branches"):
         router.forces(replace(RouterInputs.of(valid), pred=np.concatenate([valid.pred, valid.pred[:1]])))
     with pytest.raises(AdaScaleError, match="unknown router feature block"):

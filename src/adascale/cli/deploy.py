@@ -59,12 +59,11 @@ def route(
     (MAE_best_fixed - MAE_router) / (MAE_best_fixed - MAE_oracle_continuous).
 
     These routers mix forces per atom (fast, but not conservative); for MD use the
-    conservative mixture of `adascale md`.
+    conservative mixture (`adascale mixture`, then `adascale md`).
 
     Example: adascale route pred_train.npz pred_valid.npz pred_test.npz --json route.json --out routers/
     """
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from adascale.cli.scales import _write_json
     from adascale.predictions import PredictionSet
@@ -80,14 +79,7 @@ def route(
         _attach_geometry(sets, frames)
     blocks = [part.strip() for part in features.split(",") if part.strip()] if features else None
     settings = TrainSettings(max_epochs=max_epochs, seed=seed)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        tasks = {kind: progress.add_task(f"router {kind}", total=max_epochs, status="") for kind in ("hard", "soft")}
-
-        def on_epoch(kind: str, row: dict) -> None:
-            status = f"epoch {row['epoch']}  valid MAE {row['valid_mae']:.4f} eV/Å"
-            progress.update(tasks[kind], completed=row["epoch"], status=status)
-
+    with _stage_progress(console) as progress:
         report, fits, selected = run_route(
             *sets,
             pool=as_pool(pool) if pool else None,
@@ -96,10 +88,8 @@ def route(
             units=units,
             n_resamples=bootstrap,
             seed=seed,
-            on_epoch=on_epoch,
+            on_epoch=lambda kind, row: progress(f"router {kind}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"),
         )
-        for kind in tasks:
-            progress.update(tasks[kind], completed=max_epochs)
     console.print(methods_table(report, title=f"Learned routers on {test}"))
     console.print(f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'])}")
     if out is not None:

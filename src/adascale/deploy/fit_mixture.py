@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from adascale.data.regimes import DEFAULT_ION_SPECIES, nearest_ion_distance
+from adascale.data.regimes import DEFAULT_ION_SPECIES
 from adascale.deploy.mixture import AdaptiveMixture
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
@@ -36,7 +36,7 @@ from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, method_en
 from adascale.scales.analysis import analyze
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, FeatureSpec
 from adascale.scales.router_report import add_gains
-from adascale.scales.routers import LATENT_KEY, FitResult, TrainSettings, fit_router
+from adascale.scales.routers import FitResult, RouterInputs, TrainSettings, fit_router
 from adascale.units import force_unit_factor
 
 #: extras key of the branches' atom energies (N, K) eV in sets made by :func:`evaluate_frames`.
@@ -91,55 +91,48 @@ def evaluate_frames(
     mixture: AdaptiveMixture,
     frames: Sequence,
     *,
-    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
     progress: Progress | None = None,
     stage: str = "evaluate",
 ) -> tuple[PredictionSet, np.ndarray]:
     """Every branch and the mixture on labelled ``frames`` in one forward pass per frame.
 
-    Returns a PredictionSet of the branch forces whose extras hold the mixture router's
-    inputs (``router_features`` geometric, ``latent`` the branches' latents side by side)
-    and the branches' atom energies, and the mixture's conservative forces (N, 3) eV/Å.
+    Returns the PredictionSet of the branch forces (as ``adascale predict`` writes it, with
+    each branch's latents ``latent_k``) whose extras also hold the router's geometric
+    features and the branches' atom energies, and the mixture's conservative forces (N, 3) eV/Å.
     """
+    from adascale.models.inference import BranchOutput, predict
+
     dtype = mixture.energy_offsets.dtype
     k, n_geometry = mixture.n_branches, len(mixture.spec.names)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("forces", "inputs", "energies", "d_ion")}
+    forces, inputs, energies = [], [], []
     for index, frame in enumerate(frames):
         batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype)
         positions = batch.positions.requires_grad_(True)
-        energies, inputs = mixture.components(batch)
-        mixed, _ = mixture.mix(energies, inputs, batch.numbers)
-        totals = [*energies.sum(dim=0), mixed.sum()]
-        forces = [-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals]
-        parts["forces"].append(torch.stack(forces).detach().double().numpy())  # (K + 1, n, 3)
-        parts["inputs"].append(inputs.detach().double().numpy())
-        parts["energies"].append(energies.detach().double().numpy())
-        parts["d_ion"].append(nearest_ion_distance(frame.positions, frame.numbers, frame.cell, frame.pbc, tuple(ion_species)))
+        atom_energies, router_inputs = mixture.components(batch)
+        mixed, _ = mixture.mix(atom_energies, router_inputs, batch.numbers)
+        totals = [*atom_energies.sum(dim=0), mixed.sum()]
+        forces.append(torch.stack([-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals]).detach().double().numpy())
+        inputs.append(router_inputs.detach().double().numpy())
+        energies.append(atom_energies.detach().double().numpy())
         if progress is not None:
             progress(stage, index + 1, len(frames), "")
-    forces, inputs = np.concatenate(parts["forces"], axis=1), np.concatenate(parts["inputs"])
-    extras = {ROUTER_FEATURES_KEY: inputs[:, :n_geometry], ATOM_ENERGIES_KEY: np.concatenate(parts["energies"])}
-    if inputs.shape[1] > n_geometry:
-        extras[LATENT_KEY] = inputs[:, n_geometry:]
-    predictions = PredictionSet(
-        ref=np.concatenate([frame.forces for frame in frames]),
-        pred=forces[:k],
-        scales=mixture.scales,
-        species=np.concatenate([frame.numbers for frame in frames]),
-        frame=np.repeat(np.arange(len(frames)), [len(frame) for frame in frames]),
-        atom=np.concatenate([np.arange(len(frame)) for frame in frames]),
-        d_ion=np.concatenate(parts["d_ion"]),
-        branch_names=[branch.kind for branch in mixture.branches],
-        metadata={"ion_species": list(ion_species), ROUTER_SPEC_KEY: mixture.spec.to_dict()},
-        extras=extras,
-    )
-    return predictions, forces[k]
+    bounds = np.cumsum([n_geometry] + mixture.latent_widths)  # branch b's latents: columns bounds[b]:bounds[b + 1]
+    outputs = [
+        BranchOutput(branch.kind, [f[b] for f in forces], [x[:, bounds[b] : bounds[b + 1]] for x in inputs] if width else None)
+        for b, (branch, width) in enumerate(zip(mixture.branches, mixture.latent_widths))
+    ]
+    predictions = predict(frames, outputs)
+    predictions.scales = np.asarray(mixture.scales)
+    predictions.metadata[ROUTER_SPEC_KEY] = mixture.spec.to_dict()
+    predictions.extras[ROUTER_FEATURES_KEY] = np.concatenate(inputs)[:, :n_geometry]
+    predictions.extras[ATOM_ENERGIES_KEY] = np.concatenate(energies)
+    return predictions, np.concatenate([f[k] for f in forces])
 
 
 def warm_start(mixture: AdaptiveMixture, train: PredictionSet, valid: PredictionSet, settings: MixtureSettings, on_epoch=None) -> FitResult:
     """Stage 1: a soft router on per-atom force mixing of the mixture's own inputs, copied into it,
     and the energy offsets aligned per species."""
-    blocks = ["geometry"] + (["latent"] if LATENT_KEY in train.extras else [])
+    blocks = ["geometry"] + (["latent"] if any(mixture.latent_widths) else [])
     fit = fit_router("soft", train, valid, blocks=blocks, settings=TrainSettings(hidden=settings.hidden, seed=settings.seed), on_epoch=on_epoch)
     dtype = mixture.energy_offsets.dtype
     mixture.router.load_state_dict({name: value.to(dtype) for name, value in fit.router.net.state_dict().items()})
@@ -213,7 +206,6 @@ def fit_mixture(
     test_frames: Sequence,
     *,
     settings: MixtureSettings = MixtureSettings(),
-    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
     units: str = "kJ/mol/nm",
     n_resamples: int = DEFAULT_RESAMPLES,
     progress: Progress | None = None,
@@ -227,16 +219,16 @@ def fit_mixture(
     ``mixture`` (the conservative energy mixture's forces), with ``gain_recovered``.
     """
     train_frames = list(train_frames)
-    mixture = build_mixture(branches, scales, train_frames[0], settings, ion_species)
+    mixture = build_mixture(branches, scales, train_frames[0], settings)
     warm_frames = evenly_spaced(train_frames, settings.train_frames)
     valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
-    train, _ = evaluate_frames(mixture, warm_frames, ion_species=ion_species, progress=progress, stage="branches on train")
-    valid, _ = evaluate_frames(mixture, valid_frames, ion_species=ion_species, progress=progress, stage="branches on valid")
+    train, _ = evaluate_frames(mixture, warm_frames, progress=progress, stage="branches on train")
+    valid, _ = evaluate_frames(mixture, valid_frames, progress=progress, stage="branches on valid")
     warm = warm_start(mixture, train, valid, settings, on_epoch=None if progress is None else (
         lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")))
     history = finetune(mixture, train_frames, valid_frames, settings, progress)
 
-    test, mixed = evaluate_frames(mixture, list(test_frames), ion_species=ion_species, progress=progress, stage="test")
+    test, mixed = evaluate_frames(mixture, list(test_frames), progress=progress, stage="test")
     report = analyze(test, fit=valid, fit_label="validation frames", units=units, n_resamples=n_resamples)
     masks, factor = test.masks(), force_unit_factor(units)
     bootstrap = FrameBootstrap(test.frame, masks, n_resamples=n_resamples)
@@ -265,8 +257,8 @@ def fit_mixture(
 
 def router_weights(mixture: AdaptiveMixture, predictions: PredictionSet) -> np.ndarray:
     """(N, K) the mixture router's weights on a set made by :func:`evaluate_frames`."""
-    inputs = [predictions.extras[ROUTER_FEATURES_KEY]] + ([predictions.extras[LATENT_KEY]] if LATENT_KEY in predictions.extras else [])
-    x = torch.as_tensor(np.concatenate(inputs, axis=1), dtype=mixture.energy_offsets.dtype)
+    blocks = ["geometry"] + (["latent"] if any(mixture.latent_widths) else [])
+    x = torch.as_tensor(RouterInputs.of(predictions).matrix(blocks, []), dtype=mixture.energy_offsets.dtype)
     with torch.no_grad():
         return mixture.weights(x).double().numpy()
 

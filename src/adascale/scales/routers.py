@@ -38,8 +38,8 @@ from adascale.scales.oracles import ScaleLosses, anchor_errors
 KINDS: tuple[str, ...] = ("hard", "soft")
 #: Feature blocks a router may read (all available at inference, none reads labels).
 BLOCKS: tuple[str, ...] = ("geometry", "species", "d_ion", "forces", "latent")
-#: ``PredictionSet.extras`` key of the branches' latent features side by side, (N, F_1 + ... + F_K).
-LATENT_KEY = "latent"
+#: ``PredictionSet.extras`` keys of branch k's latent features (N, F_k), as ``adascale predict`` stores them.
+LATENT_PREFIX = "latent_"
 #: d_ion (nm) given to atoms of frames without another ion.
 NO_ION_NM = 2.0
 CONFIG_FILE, WEIGHTS_FILE = "router.json", "router.pt"
@@ -50,7 +50,7 @@ class RouterInputs:
     """What a router may read about N samples: no reference forces by construction.
 
     pred (K, N, 3) eV/Å branch forces; species (N,); d_ion (N,) nm (NaN: no other ion);
-    extras: per-sample arrays such as geometric features (N, F) or branch latents (N, ΣF_k);
+    extras: per-sample arrays such as geometric features (N, F) or branch k's latents ``latent_k`` (N, F_k);
     feature_spec: the FeatureSpec (as a dict) of the geometric features, when known.
     """
 
@@ -74,7 +74,7 @@ class RouterInputs:
     def default_blocks(self) -> list[str]:
         """Geometry if stored (else species and d_ion), branch forces, and latents if stored."""
         blocks = ["geometry"] if ROUTER_FEATURES_KEY in self.extras else ["species", "d_ion"]
-        return blocks + ["forces"] + (["latent"] if LATENT_KEY in self.extras else [])
+        return blocks + ["forces"] + (["latent"] if LATENT_PREFIX + "0" in self.extras else [])
 
     def matrix(self, blocks: Sequence[str], species: Sequence[int]) -> np.ndarray:
         """(N, F) float32 features: the named blocks side by side, one-hot over ``species``."""
@@ -89,7 +89,7 @@ class RouterInputs:
             elif block == "forces":
                 columns.append(force_features(self.pred)[0])
             elif block == "latent":
-                columns.append(self._extra(LATENT_KEY, 2))
+                columns += [self._extra(f"{LATENT_PREFIX}{k}", 2) for k in range(len(self.pred))]
             else:
                 raise AdaScaleError(f"unknown router feature block {block!r}; choose from {', '.join(BLOCKS)}")
         return np.concatenate(columns, axis=1).astype(np.float32)
