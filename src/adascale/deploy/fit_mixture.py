@@ -91,14 +91,16 @@ def evaluate_frames(
     mixture: AdaptiveMixture,
     frames: Sequence,
     *,
+    with_mixture: bool = True,
     progress: Progress | None = None,
     stage: str = "evaluate",
-) -> tuple[PredictionSet, np.ndarray]:
+) -> tuple[PredictionSet, np.ndarray | None]:
     """Every branch and the mixture on labelled ``frames`` in one forward pass per frame.
 
     Returns the PredictionSet of the branch forces (as ``adascale predict`` writes it, with
     each branch's latents ``latent_k``) whose extras also hold the router's geometric
-    features and the branches' atom energies, and the mixture's conservative forces (N, 3) eV/Å.
+    features and the branches' atom energies, and the mixture's conservative forces (N, 3)
+    eV/Å (None without ``with_mixture``: one backward pass less per frame).
     """
     from adascale.models.inference import BranchOutput, predict
 
@@ -109,8 +111,9 @@ def evaluate_frames(
         batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype)
         positions = batch.positions.requires_grad_(True)
         atom_energies, router_inputs = mixture.components(batch)
-        mixed, _ = mixture.mix(atom_energies, router_inputs, batch.numbers)
-        totals = [*atom_energies.sum(dim=0), mixed.sum()]
+        totals = list(atom_energies.sum(dim=0))
+        if with_mixture:
+            totals.append(mixture.mix(atom_energies, router_inputs, batch.numbers)[0].sum())
         forces.append(torch.stack([-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals]).detach().double().numpy())
         inputs.append(router_inputs.detach().double().numpy())
         energies.append(atom_energies.detach().double().numpy())
@@ -126,7 +129,7 @@ def evaluate_frames(
     predictions.metadata[ROUTER_SPEC_KEY] = mixture.spec.to_dict()
     predictions.extras[ROUTER_FEATURES_KEY] = np.concatenate(inputs)[:, :n_geometry]
     predictions.extras[ATOM_ENERGIES_KEY] = np.concatenate(energies)
-    return predictions, np.concatenate([f[k] for f in forces])
+    return predictions, np.concatenate([f[k] for f in forces]) if with_mixture else None
 
 
 def warm_start(mixture: AdaptiveMixture, train: PredictionSet, valid: PredictionSet, settings: MixtureSettings, on_epoch=None) -> FitResult:
@@ -222,8 +225,8 @@ def fit_mixture(
     mixture = build_mixture(branches, scales, train_frames[0], settings)
     warm_frames = evenly_spaced(train_frames, settings.train_frames)
     valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
-    train, _ = evaluate_frames(mixture, warm_frames, progress=progress, stage="branches on train")
-    valid, _ = evaluate_frames(mixture, valid_frames, progress=progress, stage="branches on valid")
+    train, _ = evaluate_frames(mixture, warm_frames, with_mixture=False, progress=progress, stage="branches on train")
+    valid, _ = evaluate_frames(mixture, valid_frames, with_mixture=False, progress=progress, stage="branches on valid")
     warm = warm_start(mixture, train, valid, settings, on_epoch=None if progress is None else (
         lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")))
     history = finetune(mixture, train_frames, valid_frames, settings, progress)
