@@ -45,3 +45,10 @@ def test_envelope_is_smooth_and_vanishes_at_the_cutoff():
     assert torch.allclose(u[2:], torch.zeros(3, dtype=torch.float64), atol=1e-12)
     assert torch.allclose(du[2:], torch.zeros(3, dtype=torch.float64), atol=1e-9)
     assert torch.allclose(d2u[2:], torch.zeros(3, dtype=torch.float64), atol=1e-5)
+
+
+class TestPaiNNShortInteractions(BranchChecks):
+    """Atomic basis over 3.5 Å, message passing over 2.5 Å: still smooth at both radii."""
+
+    def make_branch(self):
+        return PaiNN(SPECIES, cutoff=3.5, features=16, interactions=2, interaction_cutoff=2.5).double().eval()

@@ -33,19 +33,16 @@ class LongRangePaiNN(PaiNN):
         self,
         species: Sequence[int],
         cutoff: float = 6.0,
-        features: int = 64,
-        interactions: int = 3,
-        radial_basis: int = 8,
-        envelope_exponent: int = 6,
-        average_neighbours: float = 1.0,
+        *,
         total_charge: float = 0.0,
         electrostatics: str = "ewald",
         exclusion_inner: float = 2.0,
         exclusion_outer: float = 3.0,
+        **painn_settings,
     ) -> None:
-        super().__init__(species, cutoff, features, interactions, radial_basis, envelope_exponent, average_neighbours)
+        super().__init__(species, cutoff, **painn_settings)
         self.total_charge = float(total_charge)
-        self.charge_readout = nn.Linear(features, 1)
+        self.charge_readout = nn.Linear(self.features, 1)
         self.electrostatics = Electrostatics(cutoff, electrostatics, exclusion_inner, exclusion_outer)
 
     def config(self) -> dict:
