@@ -6,7 +6,7 @@ Stages (each model trained alone, never two at once):
    ``adascale train``, and MACE at r_max 3.5 and 6.0 Å (32x0e+32x1o, 2 interactions) with
    mace-torch's own trainer (``mace_train.py``), each under the same wall-clock budget;
 2. predict validation and test forces of each pair with ``adascale predict`` (MACE through
-   ``--calculator mace_factory:mace_calculator:MODEL``), so both families give the same
+   ``--calculator calculators:mace_calculator:MODEL``), so both families give the same
    PredictionSet;
 3. adascale's scale analysis (``analyze``: fixed scales, oracles; ``refine``: pool
    refinement), fitted on validation and reported on test, for each pair; the fixed-anchor
@@ -58,16 +58,17 @@ class Model:
     def calculator(self, out_dir: Path) -> str:
         """``module:factory:arg`` that ``adascale predict --calculator`` and speed.py load."""
         if self.family == "mace":
-            return f"mace_factory:mace_calculator:{self.directory(out_dir) / (self.name + '.model')}"
-        return f"adascale.deploy.calculator:branch_calculator:{self.directory(out_dir)}"
+            return f"calculators:mace_calculator:{self.directory(out_dir) / (self.name + '.model')}"
+        return f"calculators:adascale_calculator:{self.directory(out_dir)}"
 
 
 MODELS = (
-    Model("adascale_short", "adascale", "short", 3.5),
-    Model("adascale_long", "adascale", "long", 6.0),
+    Model("adascale_short", "adascale", "short", 3.5),  # adascale's built-in config "local"
+    Model("adascale_long", "adascale", "long", 6.0),  # built-in "long_range": 6.0 Å + electrostatics
     Model("mace_r3.5", "mace", "short", 3.5),
     Model("mace_r6.0", "mace", "long", 6.0),
 )
+ADASCALE_CONFIGS = {"short": "local", "long": "long_range"}
 FAMILIES = ("adascale", "mace")
 SPLITS = ("valid", "test")
 
@@ -102,9 +103,8 @@ def train(model: Model, data_dir: Path, out_dir: Path, budget_min: float, seed: 
         ]  # fmt: skip
     else:
         command = adascale_command(
-            "train", "--data", str(train_file), "--valid", str(valid_file),
-            "--scale", model.scale, "--cutoff", str(model.cutoff),
-            "--budget-min", str(budget_min), "--seed", str(seed), "--out", str(directory),
+            "train", "--config", ADASCALE_CONFIGS[model.scale], "--train", str(train_file), "--valid", str(valid_file),
+            "--time-budget", str(budget_min), "--set", f"training.seed={seed}", "--out", str(directory), "--quiet",
         )  # fmt: skip
     start = time.monotonic()
     run_logged(command, out_dir / "logs" / f"train_{model.name}.log")

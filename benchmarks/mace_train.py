@@ -3,16 +3,17 @@
 mace-torch 0.3.16 has no time limit, only ``--max_num_epochs``, and it validates and
 checkpoints only at the end of an epoch (about 15 min per 400-frame epoch at r_max 3.5 Å
 and 80 min at 6.0 Å on this 2-core CPU). So this script runs ``mace.cli.run_train``
-unchanged except for one hook on its epoch function:
+unchanged except for hooks on its training-loop functions (:class:`Budget`):
 
-* during an epoch, training batches stop being fed once the deadline passes, so the
-  trainer validates and checkpoints what it has learnt so far;
-* the next epoch, begun after the deadline, ends the training loop, and run_train carries
+* during an epoch, training batches stop being fed once the time left is less than a
+  validation takes, so the trainer validates and checkpoints what it has learnt so far
+  and that validation ends within the budget;
+* the next epoch, begun without time left, ends the training loop, and run_train carries
   on as after a normal finish: it reloads the best checkpoint and saves ``NAME.model``.
 
 The budget covers the optimisation (training steps and the validations after each epoch),
 counted from the start of the first epoch; data loading, mace's validation of the untrained
-model and the model saving after training are not counted (they are timed in
+model before it and the model saving after training are not counted (all are timed in
 ``train_info.json``). Run it in its own process (it imports mace, which sets
 an environment variable on import):
 
@@ -35,60 +36,89 @@ MACE_ARCH = {"num_channels": 32, "max_L": 1, "num_interactions": 2}
 
 
 class _BudgetSpent(Exception):
-    """Raised at the start of an epoch begun after the deadline: ends mace's training loop."""
+    """Raised at the start of an epoch with no time left for it: ends mace's training loop."""
 
 
-def _until(deadline: float, batches: Iterable[Any]) -> Iterator[Any]:
-    """Yield batches while time.monotonic() is before the deadline."""
-    for batch in batches:
-        if time.monotonic() >= deadline:
-            return
-        yield batch
+class Budget:
+    """Wall-clock budget of mace's training loop, filled in as training runs.
 
-
-def install_budget(budget_s: float) -> dict[str, float]:
-    """Hook mace's trainer so that training stops ``budget_s`` seconds after its first epoch starts.
-
-    The first epoch always ends in a validation and a checkpoint, even if the budget runs
-    out inside it, so there is always a model to save. Returns a dict filled in as training
-    runs: ``train_s`` (seconds from the first epoch's start to the loop's end), ``loop_s``
-    (the whole loop, with mace's validation before training) and ``steps``/``epochs`` taken.
+    The clock starts with the first epoch. Training batches stop being fed once the time
+    left is less than the last validation took, so the validation that ends the epoch
+    finishes within the budget, as adascale's trainer does. The first epoch always ends in
+    a validation and a checkpoint, even if the budget runs out inside it, so there is
+    always a model to save.
     """
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.start = self.deadline = self.end = float("nan")
+        self.loop_start = float("nan")
+        self.validation_s = 0.0  # duration of the last validation
+        self.steps = self.epochs = 0
+
+    def time_left(self) -> bool:
+        """True while a training step and then a validation still fit before the deadline."""
+        return time.monotonic() + self.validation_s < self.deadline
+
+    def batches(self, loader: Iterable[Any]) -> Iterator[Any]:
+        for batch in loader:
+            if not self.time_left():
+                return
+            yield batch
+
+    def summary(self) -> dict[str, float]:
+        """``train_s``: first epoch to the end of the last validation (the budgeted time);
+        ``loop_s``: mace's whole loop, with its validation of the untrained model."""
+        return {
+            "train_s": round(self.end - self.start, 1),
+            "loop_s": round(self.end - self.loop_start, 1),
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "validation_s": round(self.validation_s, 1),
+        }
+
+
+def install_budget(budget_s: float) -> Budget:
+    """Hook mace's trainer (its loop, epoch, step and evaluate functions) to run under a budget."""
     import mace.tools
 
     train_module = sys.modules["mace.tools.train"]  # the module: mace.tools.train is the function
-    run_train_loop = train_module.train
-    train_one_epoch = train_module.train_one_epoch
-    take_step = train_module.take_step
-    clock: dict[str, float] = {"start": 0.0, "deadline": float("inf"), "train_s": 0.0, "loop_s": 0.0, "steps": 0, "epochs": 0}
+    run_train_loop, train_one_epoch = train_module.train, train_module.train_one_epoch
+    take_step, evaluate = train_module.take_step, train_module.evaluate
+    budget = Budget(budget_s)
 
     def budgeted_train(*args: Any, **kwargs: Any) -> None:
-        loop_start = time.monotonic()
+        budget.loop_start = time.monotonic()
         try:
             run_train_loop(*args, **kwargs)
         except _BudgetSpent:
             pass
-        end = time.monotonic()
-        clock["loop_s"] = end - loop_start
-        clock["train_s"] = end - clock["start"]
+        budget.end = time.monotonic()
 
     def budgeted_epoch(*args: Any, data_loader: Iterable[Any], **kwargs: Any) -> None:
-        now = time.monotonic()
-        if clock["epochs"] == 0:
-            clock["start"], clock["deadline"] = now, now + budget_s
-        elif now >= clock["deadline"]:
+        if budget.epochs == 0:
+            budget.start = time.monotonic()
+            budget.deadline = budget.start + budget.budget_s
+        elif not budget.time_left():
             raise _BudgetSpent
-        clock["epochs"] += 1
-        train_one_epoch(*args, data_loader=_until(clock["deadline"], data_loader), **kwargs)
+        budget.epochs += 1
+        train_one_epoch(*args, data_loader=budget.batches(data_loader), **kwargs)
 
     def counted_step(*args: Any, **kwargs: Any) -> Any:
-        clock["steps"] += 1
+        budget.steps += 1
         return take_step(*args, **kwargs)
+
+    def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        result = evaluate(*args, **kwargs)
+        budget.validation_s = time.monotonic() - start
+        return result
 
     train_module.train_one_epoch = budgeted_epoch
     train_module.take_step = counted_step
+    train_module.evaluate = timed_evaluate
     mace.tools.train = budgeted_train  # what run_train calls as tools.train(...)
-    return clock
+    return budget
 
 
 def mace_arguments(
@@ -143,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     from mace.cli.run_train import run
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    clock = install_budget(args.budget_min * 60.0)
+    budget = install_budget(args.budget_min * 60.0)
     mace_args = tools.build_default_arg_parser().parse_args(
         mace_arguments(
             args.train, args.valid, args.out_dir, args.name, args.r_max, args.seed, args.batch_size, args.max_epochs
@@ -155,10 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": str(model_path),
         "r_max": args.r_max,
         "budget_min": args.budget_min,
-        "train_s": round(clock["train_s"], 1),
-        "loop_s": round(clock["loop_s"], 1),
-        "epochs": int(clock["epochs"]),
-        "steps": int(clock["steps"]),
+        **budget.summary(),
         "batch_size": args.batch_size,
         "seed": args.seed,
         "threads": torch.get_num_threads(),
