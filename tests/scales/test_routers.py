@@ -14,7 +14,7 @@ from adascale.predictions import PredictionSet
 from adascale.scales.axis import interpolate
 from adascale.scales.oracles import anchor_errors, best_global_scale, scale_loss
 from adascale.scales.router_report import load_selected_router, route, save_routers
-from adascale.scales.routers import Router, RouterInputs, TrainSettings, fit_router
+from adascale.scales.routers import Router, RouterInputs, TrainSettings, anchor_weights, fit_router, smooth_clamp
 from adascale.scales.synthetic import synthetic_predictions
 
 FAST = TrainSettings(hidden=(32,), max_epochs=40, patience=40, batch_size=512, lr=1e-2)
@@ -54,13 +54,44 @@ def test_soft_router_mixes_the_anchors_with_its_weights_and_hard_uses_the_axis()
     train, valid = _species_routed(20, 1, n_anchors=3), _species_routed(5, 2, n_anchors=3)
     inputs = RouterInputs.of(valid)
     soft = fit_router("soft", train, valid, blocks=["species"], settings=replace(FAST, max_epochs=2)).router
-    weights = torch.softmax(soft.outputs(inputs).double(), dim=1).numpy()
+    weights = soft.weights(inputs)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     np.testing.assert_allclose(soft.forces(inputs), np.einsum("nk,knc->nc", weights, valid.pred))
     np.testing.assert_allclose(soft.scales(inputs), weights @ valid.scales)
     hard = fit_router("hard", train, valid, pool=[0.0, 0.25, 1.0], blocks=["species"], settings=replace(FAST, max_epochs=2)).router
     s = hard.scales(inputs)
     assert set(np.unique(s)) <= {0.0, 0.25, 1.0}
     np.testing.assert_allclose(hard.forces(inputs), interpolate(valid.pred, valid.scales, s))
+
+
+@pytest.mark.parametrize("scales", [[0.0, 1.0], [0.0, 0.3, 1.0], [0.0, 0.25, 0.5, 1.0]])
+def test_anchor_weights_are_the_axis_interpolation(scales):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(len(scales), 200, 3))
+    u = np.concatenate([rng.uniform(0, 1, 197), [0.0, 1.0, scales[1]]])
+    weights = anchor_weights(torch.tensor(u), torch.tensor(scales, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(np.einsum("nk,knc->nc", weights, values), interpolate(values, np.array(scales), u), atol=1e-12)
+    # outside [0, 1]: clamped when deployed, continued linearly by the training surrogate
+    outside = torch.tensor([-0.5, 1.5], dtype=torch.float64)
+    np.testing.assert_allclose(anchor_weights(outside, torch.tensor(scales, dtype=torch.float64)).numpy()[:, [0, -1]], [[1, 0], [0, 1]])
+    extrapolated = anchor_weights(outside, torch.tensor(scales, dtype=torch.float64), extrapolate=True).numpy()
+    first, last = scales[1] - scales[0], scales[-1] - scales[-2]
+    np.testing.assert_allclose(extrapolated[0, :2], [1 + 0.5 / first, -0.5 / first])
+    np.testing.assert_allclose(extrapolated[1, -2:], [-0.5 / last, 1 + 0.5 / last])
+
+
+def test_smooth_clamp_is_the_clamp_away_from_its_rounded_corners_and_twice_differentiable():
+    delta = 0.1
+    x = torch.linspace(-0.5, 1.5, 2001, dtype=torch.float64, requires_grad=True)
+    y = smooth_clamp(x, delta)
+    far = ((x < -delta) | ((x > delta) & (x < 1 - delta)) | (x > 1 + delta)).detach()
+    torch.testing.assert_close(y[far], x.clamp(0, 1)[far])
+    assert ((y >= 0) & (y <= 1)).all() and (torch.diff(y) >= 0).all()
+    (first,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    h = float(x[1].detach() - x[0].detach())
+    assert torch.diff(first).abs().max() < 3 * h / delta  # no jump in the slope
+    assert torch.diff(second).abs().max() < 1.0  # no jump in the curvature either (C2)
 
 
 def test_learned_routers_beat_the_best_fixed_scale_on_regime_dependent_data():

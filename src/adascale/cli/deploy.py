@@ -142,7 +142,8 @@ def mixture(
 
     The mixture's energy is E = sum_i sum_k w_ik (e_ik + c_k,Z_i): each atom's energy from
     each branch, weighted by a router (a small MLP on smooth geometric features and the
-    branches' latent features, softmax over the K branches); forces are -dE/dR by autograd,
+    branches' latent features giving each atom a scale on the axis between the branches,
+    with smoothly rounded corners); forces are -dE/dR by autograd,
     the router's own gradient included, so it conserves energy in MD. Branches stay frozen.
     The router is warm-started on per-atom force mixing over TRAIN, then fine-tuned on the
     mixture's own conservative forces, keeping the epoch best on VALID.

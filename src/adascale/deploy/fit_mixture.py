@@ -56,6 +56,7 @@ class MixtureSettings:
     finetune_minutes: float = 10.0  # wall-clock budget of stage 2
     lr: float = 3e-4
     hidden: tuple[int, ...] = (64, 64)
+    smoothing: float = 0.05  # corner rounding of the router's weight map (continuous forces need > 0)
     feature_radii: tuple[float, ...] = FeatureSpec.radii  # Å, coordination radii of the router's features
     use_latent: bool = True
     seed: int = 0
@@ -75,7 +76,7 @@ def build_mixture(branches: Sequence[Branch], scales: Sequence[float], probe_fra
     spec = FeatureSpec(species=tuple(species), ion_species=tuple(ion_species), radii=settings.feature_radii)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        mixture = AdaptiveMixture(branches, scales, spec, widths, settings.hidden)
+        mixture = AdaptiveMixture(branches, scales, spec, widths, settings.hidden, settings.smoothing)
     return mixture.to(dtype).eval()
 
 
@@ -136,7 +137,8 @@ def warm_start(mixture: AdaptiveMixture, train: PredictionSet, valid: Prediction
     """Stage 1: a soft router on per-atom force mixing of the mixture's own inputs, copied into it,
     and the energy offsets aligned per species."""
     blocks = ["geometry"] + (["latent"] if any(mixture.latent_widths) else [])
-    fit = fit_router("soft", train, valid, blocks=blocks, settings=TrainSettings(hidden=settings.hidden, seed=settings.seed), on_epoch=on_epoch)
+    router_settings = TrainSettings(hidden=settings.hidden, smoothing=settings.smoothing, seed=settings.seed)
+    fit = fit_router("soft", train, valid, blocks=blocks, settings=router_settings, on_epoch=on_epoch)
     dtype = mixture.energy_offsets.dtype
     mixture.router.load_state_dict({name: value.to(dtype) for name, value in fit.router.net.state_dict().items()})
     energies = train.extras[ATOM_ENERGIES_KEY]  # (N, K)

@@ -1,17 +1,19 @@
 """The conservative adaptive mixture: K branches and a smooth router in one potential.
 
-    E = Σ_i Σ_k w_ik (e_ik + c_k,Z_i),   w_i = softmax(router(x_i)),   F = −∂E/∂R (autograd)
+    E = Σ_i Σ_k w_ik (e_ik + c_k,Z_i),   w_i = W(router(x_i)),   F = −∂E/∂R (autograd)
 
 e_ik is branch k's energy of atom i, x_i the atom's smooth geometric features
 (:func:`adascale.scales.features.geometric_features`) and the branches' latent features,
 c_k,Z per-branch, per-species energy offsets. Forces come from the whole energy, so they
 include the router's own gradient Σ_i Σ_k (e_ik + c_k,Z_i) ∂w_ik/∂R: the mixture is a
 potential and conserves energy in NVE molecular dynamics (unlike per-atom force mixing,
-which is faster but not the gradient of anything). Every ingredient is smooth (C2
-switches, softmax), so forces are continuous. With two anchors w_i1 is a continuous scale
-s_i on the axis. The offsets matter only through ∂w/∂R: they align the branches' per-atom
-energy gauges (any per-species constant leaves a branch's forces unchanged but not the
-router term).
+which is faster but not the gradient of anything). The router gives each atom a scale
+u_i and W is the scale axis's interpolation with its corners rounded
+(:func:`adascale.scales.routers.anchor_weights` with ``smoothing`` > 0): the same map as the
+soft router's, so the soft router trained on per-atom force mixing is an exact warm start.
+Every ingredient is C2 (switches, rounded corners), so forces are continuous. The offsets
+matter only through ∂w/∂R: they align the branches' per-atom energy gauges (a per-species
+constant leaves a branch's forces unchanged but not the router term).
 
 The router does not read branch forces (their disagreement is a per-atom-mixing feature):
 a potential built on forces would need second derivatives of the branches.
@@ -34,7 +36,7 @@ from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
 from adascale.models.io import atomic_write_bytes, atomic_write_json, build_branch
 from adascale.scales.features import FeatureSpec, geometric_features
-from adascale.scales.routers import RouterNet
+from adascale.scales.routers import RouterNet, anchor_weights
 
 CONFIG_FILE, WEIGHTS_FILE = "mixture.json", "weights.pt"
 
@@ -44,7 +46,8 @@ class AdaptiveMixture(Branch):
 
     branches: the anchors, shortest range first; scales (K,) their positions on the scale
     axis; spec: the router's geometric features; latent_widths: each branch's latent width
-    (0 to leave its latents out); hidden: the router MLP's widths.
+    (0 to leave its latents out); hidden: the router MLP's widths; smoothing: corner rounding
+    of the weight map (> 0 for continuous forces).
     """
 
     kind = "adaptive_mixture"
@@ -56,9 +59,12 @@ class AdaptiveMixture(Branch):
         spec: FeatureSpec,
         latent_widths: Sequence[int],
         hidden: Sequence[int] = (64, 64),
+        smoothing: float = 0.05,
     ) -> None:
         if len(branches) < 2 or len(scales) != len(branches) or len(latent_widths) != len(branches):
             raise AdaScaleError(f"a mixture needs K >= 2 branches with one scale and one latent width each, got {len(branches)}")
+        if not 0.0 < smoothing <= 0.25:
+            raise AdaScaleError(f"smoothing must be in (0, 0.25] for continuous forces, got {smoothing}")
         species = sorted(set.intersection(*(set(branch.species) for branch in branches)))
         super().__init__(species, max([spec.cutoff] + [branch.cutoff for branch in branches]))
         self.branches = nn.ModuleList(branches)
@@ -66,7 +72,8 @@ class AdaptiveMixture(Branch):
         self.spec = spec
         self.latent_widths = [int(w) for w in latent_widths]
         self.hidden = [int(h) for h in hidden]
-        self.router = RouterNet(len(spec.names) + sum(self.latent_widths), len(branches), self.hidden)
+        self.smoothing = float(smoothing)
+        self.router = RouterNet(len(spec.names) + sum(self.latent_widths), 1, self.hidden)
         self.energy_offsets = nn.Parameter(torch.zeros(len(branches), len(species)))  # (K, S) eV
 
     def config(self) -> dict:
@@ -77,6 +84,7 @@ class AdaptiveMixture(Branch):
             "spec": self.spec.to_dict(),
             "latent_widths": self.latent_widths,
             "hidden": self.hidden,
+            "smoothing": self.smoothing,
         }
 
     def components(self, batch) -> tuple[Tensor, Tensor]:
@@ -97,7 +105,8 @@ class AdaptiveMixture(Branch):
 
     def weights(self, inputs: Tensor) -> Tensor:
         """(n, K) router weights from router inputs (n, F); rows sum to 1."""
-        return torch.softmax(self.router(inputs), dim=1)
+        scales = torch.tensor(self.scales, dtype=inputs.dtype, device=inputs.device)
+        return anchor_weights(self.router(inputs)[:, 0], scales, self.smoothing)
 
     def mix(self, energies: Tensor, inputs: Tensor, numbers: Tensor) -> tuple[Tensor, Tensor]:
         """Mixed atom energies (n,) eV and weights (n, K) from :meth:`components` outputs."""
@@ -133,6 +142,7 @@ def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
             FeatureSpec(**config["spec"]),
             config["latent_widths"],
             config["hidden"],
+            config["smoothing"],
         )
     except FileNotFoundError:
         raise AdaScaleError(f"{directory}: not a mixture directory (no {CONFIG_FILE})") from None

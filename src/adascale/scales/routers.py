@@ -1,20 +1,26 @@
 """Learned routers: each atom's scale from inference-time features, trained on the force loss.
 
 A router never sees labels at inference: it reads :class:`RouterInputs` (the branches'
-forces and per-atom features), which has no reference forces. Two kinds:
+forces and per-atom features), which has no reference forces. Two kinds, both small MLPs
+on standardised features, both trained on surrogates of the mixed-force L1 loss chosen so
+that their gradients never vanish (softmax/sigmoid parameterisations of the plain loss
+saturate: a router that sends every atom to the best fixed scale early on gets stuck there):
 
-* ``hard``: logits over a scale pool P; deployed as the argmax, F_i = F(p_i) on the scale
-  axis. Trained on the expected per-sample loss under the softmax policy,
-  Σ_m π_im ℓ_i(p_m): a differentiable surrogate whose minimum is the hard choice of the
-  lowest-loss scale, so training needs no relaxation schedule, and validation scores the
-  argmax actually deployed.
-* ``soft``: softmax weights w_ik over the K anchors, F_i = Σ_k w_ik F_ik: with two anchors
-  exactly a continuous scale s_i = w_i1 (the axis's F(s)); with more, any convex mixture of
-  anchors. Trained on the L1 loss of the mixed force itself. The conservative mixture
-  (``adascale.deploy.mixture``) uses the same weights on per-atom energies.
+* ``hard``: logits z_i over a scale pool P, deployed as the argmax, F_i = F(p_i) on the
+  axis. Trained on the regret-weighted cross-entropy
+  Σ_i r_i · (−log softmax(z_i)_{m*_i}), with m*_i the pool scale of lowest loss ℓ_i(p) and
+  r_i = max_m ℓ_i(p_m) − min_m ℓ_i(p_m) what the choice can cost. It bounds the expected
+  regret of the softmax policy from above (Σ_m π_m (ℓ_m − ℓ_m*) ≤ r (1 − π_m*) ≤ r (−log π_m*)),
+  is convex in the logits, and atoms with nothing at stake do not count.
+* ``soft``: one real output u_i, deployed as the continuous scale s_i = clamp(u_i, 0, 1)
+  through :func:`anchor_weights` (the axis's interpolation, its corners rounded by
+  ``smoothing`` so that the same map is C2 inside the conservative mixture). Trained on
+  the L1 loss of F(u_i) with the axis extended linearly beyond its ends, which equals the
+  deployed loss inside [0, 1], is convex in u_i for two anchors, and keeps a gradient
+  outside, where clamping the minimiser gives the best scale in [0, 1].
 
-Both are small MLPs on standardised features, trained with Adam on the training set;
-the epoch with the lowest deployed validation MAE is kept (early stopping).
+Training: AdamW on the training set; after every epoch the deployed router is scored on
+validation and the best epoch is kept (early stopping).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from adascale.errors import AdaScaleError, located
 from adascale.predictions import PredictionSet
 from adascale.scales.axis import as_pool, interpolate
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, force_features
-from adascale.scales.oracles import ScaleLosses, anchor_errors
+from adascale.scales.oracles import ScaleLosses, anchor_errors, best_global_scale
 
 KINDS: tuple[str, ...] = ("hard", "soft")
 #: Feature blocks a router may read (all available at inference, none reads labels).
@@ -103,6 +109,43 @@ class RouterInputs:
         return value
 
 
+def smooth_clamp(x: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """clamp(x, 0, 1) with C2 corners: equal to it outside [−δ, δ] and [1 − δ, 1 + δ] (δ = ``smoothing``).
+
+    Built from the ramp g(x) = ∫ S, S the quintic smootherstep from −δ to δ, as g(x) − g(x − 1).
+    δ = 0 is the plain clamp.
+    """
+    if smoothing == 0.0:
+        return x.clamp(0.0, 1.0)
+    return _smooth_ramp(x, smoothing) - _smooth_ramp(x - 1.0, smoothing)
+
+
+def _smooth_ramp(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """max(x, 0) with a C2 corner on [−δ, δ]: 2δ P((x + δ)/2δ), P(t) = t⁴ (t² − 3t + 5/2) = ∫₀ᵗ smootherstep."""
+    t = ((x + delta) / (2.0 * delta)).clamp(0.0, 1.0)
+    return torch.where(x >= delta, x, 2.0 * delta * t**4 * (t * (t - 3.0) + 2.5))
+
+
+def anchor_weights(u: torch.Tensor, scales: torch.Tensor, smoothing: float = 0.0, extrapolate: bool = False) -> torch.Tensor:
+    """Weights (N, K) over the anchors of the scale u (N,): Σ_k w_k F_k = F(u) on the axis.
+
+    Each interval j contributes its position t_j = (u − s_j)/(s_{j+1} − s_j), clamped to
+    [0, 1] (smoothly with ``smoothing`` > 0, in units of the interval), and
+    F = F_0 + Σ_j t_j (F_{j+1} − F_j). With ``extrapolate`` the first and last intervals are
+    not clamped outward: the axis continues linearly beyond 0 and 1 (the training surrogate).
+    Rows sum to 1; with smoothing 0 and u in [0, 1] this is exactly the axis's interpolation.
+    """
+    t = (u[:, None] - scales[:-1]) / (scales[1:] - scales[:-1])  # (N, K-1)
+    if extrapolate:
+        low = torch.zeros_like(scales[:-1]).index_fill(0, torch.tensor([0]), -torch.inf)
+        high = torch.ones_like(scales[:-1]).index_fill(0, torch.tensor([len(scales) - 2]), torch.inf)
+        t = torch.maximum(torch.minimum(t, high), low)
+    else:
+        t = smooth_clamp(t, smoothing)
+    ones, zeros = torch.ones_like(t[:, :1]), torch.zeros_like(t[:, :1])
+    return torch.cat([ones, t], dim=1) - torch.cat([t, zeros], dim=1)
+
+
 class RouterNet(nn.Module):
     """Standardisation (buffers fitted on training features) then an MLP: (N, F) -> (N, n_out)."""
 
@@ -140,10 +183,11 @@ class RouterConfig:
     hidden: list[int]
     pool: list[float] | None = None  # hard: the scales it chooses from
     feature_spec: dict | None = None  # geometry block: the FeatureSpec it was trained on
+    smoothing: float = 0.0  # soft: corner rounding of the deployed clamp (see anchor_weights)
 
     @property
     def n_outputs(self) -> int:
-        return len(self.pool) if self.kind == "hard" else len(self.anchors)
+        return len(self.pool) if self.kind == "hard" else 1
 
 
 class Router:
@@ -172,19 +216,22 @@ class Router:
         with torch.no_grad():
             return torch.cat([self.net(part) for part in x.split(chunk)])
 
+    def weights(self, inputs: RouterInputs) -> np.ndarray:
+        """(N, K) anchor weights of a soft router (its deployed map, :func:`anchor_weights`)."""
+        u = self.outputs(inputs).double()[:, 0]
+        return anchor_weights(u, torch.tensor(self.config.anchors, dtype=u.dtype), self.config.smoothing).numpy()
+
     def scales(self, inputs: RouterInputs) -> np.ndarray:
-        """(N,) scale per sample: the chosen pool scale, or the weights' mean anchor scale."""
-        out = self.outputs(inputs)
+        """(N,) scale per sample: the chosen pool scale (hard) or the continuous s (soft)."""
         if self.config.kind == "hard":
-            return np.asarray(self.config.pool)[out.argmax(dim=1).numpy()]
-        return torch.softmax(out.double(), dim=1).numpy() @ np.asarray(self.config.anchors)
+            return np.asarray(self.config.pool)[self.outputs(inputs).argmax(dim=1).numpy()]
+        return self.weights(inputs) @ np.asarray(self.config.anchors)
 
     def forces(self, inputs: RouterInputs) -> np.ndarray:
         """(N, 3) eV/Å routed forces."""
         if self.config.kind == "hard":
             return interpolate(inputs.pred, np.asarray(self.config.anchors), self.scales(inputs))
-        weights = torch.softmax(self.outputs(inputs).double(), dim=1).numpy()  # (N, K)
-        return np.einsum("nk,knc->nc", weights, inputs.pred)
+        return np.einsum("nk,knc->nc", self.weights(inputs), inputs.pred)
 
     def sample_loss(self, predictions: PredictionSet) -> np.ndarray:
         """(N,) per-sample loss mean_c |F_routed − F_ref| eV/Å (the labels are read only here)."""
@@ -225,6 +272,7 @@ class TrainSettings:
     batch_size: int = 2048
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    smoothing: float = 0.05  # soft: corner rounding of the deployed clamp, in units of an anchor interval
     seed: int = 0
 
 
@@ -267,6 +315,7 @@ def fit_router(
         hidden=list(settings.hidden),
         pool=as_pool(pool).tolist() if kind == "hard" else None,
         feature_spec=train.metadata.get(ROUTER_SPEC_KEY) if "geometry" in blocks else None,
+        smoothing=settings.smoothing if kind == "soft" else 0.0,
     )
     x = torch.from_numpy(inputs.matrix(blocks, config.species))
     config.n_inputs = x.shape[1]
@@ -274,6 +323,9 @@ def fit_router(
         torch.manual_seed(settings.seed)
         net = RouterNet(config.n_inputs, config.n_outputs, settings.hidden)
     net.fit_standardisation(x)
+    if kind == "soft":  # start from the best fixed scale of the training set
+        with torch.no_grad():
+            net.mlp[-1].bias.fill_(best_global_scale(anchor_errors(train), train.scales)[0])
     objective = _hard_objective(train, config.pool) if kind == "hard" else _soft_objective(train)
     router = Router(config, net)
     history = _train(net, x, objective, lambda: float(router.sample_loss(valid).mean()), settings, on_epoch)
@@ -284,23 +336,26 @@ Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _hard_objective(train: PredictionSet, pool: list[float]) -> Objective:
-    """Expected loss Σ_m softmax(z)_m ℓ_i(p_m) over the pool, from the (N, M) loss table."""
+    """Regret-weighted cross-entropy to each sample's best pool scale (see the module docstring)."""
     losses = ScaleLosses(anchor_errors(train), train.scales)
-    table = torch.from_numpy(np.stack([losses.sample_loss(p) for p in pool], axis=1)).float()
+    table = torch.from_numpy(np.stack([losses.sample_loss(p) for p in pool], axis=1)).float()  # (N, M)
+    best = table.argmin(dim=1)
+    stake = table.max(dim=1).values - table.min(dim=1).values
 
     def objective(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return (torch.softmax(logits, dim=1) * table[rows]).sum(dim=1).mean()
+        return (stake[rows] * nn.functional.cross_entropy(logits, best[rows], reduction="none")).mean()
 
     return objective
 
 
 def _soft_objective(train: PredictionSet) -> Objective:
-    """Mean L1 of the anchor-weighted force error Σ_k w_ik (F_ik − F_ref,i)."""
+    """Mean L1 of the force error at the scale u on the axis extended linearly beyond [0, 1]."""
     errors = torch.from_numpy(np.moveaxis(anchor_errors(train), 0, 1)).float()  # (N, K, 3)
+    scales = torch.tensor(train.scales, dtype=torch.float32)
 
-    def objective(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        mixed = torch.einsum("nk,nkc->nc", torch.softmax(logits, dim=1), errors[rows])
-        return mixed.abs().mean()
+    def objective(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        weights = anchor_weights(u[:, 0], scales, extrapolate=True)
+        return torch.einsum("nk,nkc->nc", weights, errors[rows]).abs().mean()
 
     return objective
 
