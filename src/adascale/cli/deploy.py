@@ -31,7 +31,8 @@ def route(
         help=(
             "Comma-separated feature blocks: geometry (stored by predict, or from --frames), species, d_ion, "
             "forces (branch disagreement and force sizes), latent (branch latent features, if stored). "
-            "Default: geometry if available else species,d_ion; plus forces; plus latent if stored."
+            "Default: geometry if available else species,d_ion; plus forces; with and without latent "
+            "if stored (validation picks)."
         ),
     ),
     frames: Optional[list[Path]] = typer.Option(
@@ -88,10 +89,10 @@ def route(
             units=units,
             n_resamples=bootstrap,
             seed=seed,
-            on_epoch=lambda kind, row: progress(f"router {kind}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"),
+            on_epoch=lambda label, row: progress(f"router {label}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"),
         )
     console.print(methods_table(report, title=f"Learned routers on {test}"))
-    console.print(f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'])}")
+    console.print(f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'][selected])}")
     if out is not None:
         save_routers(out, fits, selected)
         console.print(f"routers saved to {out}")

@@ -21,7 +21,7 @@ from adascale.scales.analysis import analyze, check_same_anchors
 from adascale.scales.axis import as_pool
 from adascale.scales.oracles import ScaleLosses, anchor_errors
 from adascale.scales.refine import refine_pool
-from adascale.scales.routers import KINDS, FitResult, Router, TrainSettings, fit_router
+from adascale.scales.routers import KINDS, FitResult, Router, RouterInputs, TrainSettings, fit_router
 from adascale.units import force_unit_factor
 
 SELECTION_FILE = "selected.json"
@@ -44,10 +44,13 @@ def route(
     units: str = "kJ/mol/nm",
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
-    on_epoch: Callable[[str, dict], None] | None = None,
+    on_epoch: Callable[[str, dict], None] | None = None,  # (which router and features, history row)
 ) -> tuple[dict, dict[str, FitResult], str]:
     """Fit a hard and a soft router; return (report, {kind: fit}, the kind selected on validation).
 
+    Without ``blocks``, each kind is fitted on the default features
+    (:meth:`RouterInputs.default_blocks`) and, when branch latents are stored, also without
+    them (hundreds of latent columns can overfit a small training set); validation picks.
     The report is :func:`adascale.scales.analysis.analyze` of ``test`` (fixed scales,
     ``best_global_s`` fitted on ``valid``, oracles, ``oracle_pool`` on the router's pool) plus
     ``router_hard``, ``router_soft`` and ``router`` (the better on validation), each with
@@ -58,18 +61,22 @@ def route(
     check_same_anchors(test, train, "training set")
     pool_source = "given" if pool is not None else "refined on the training set from the anchors"
     pool = as_pool(pool) if pool is not None else refined_pool(train)
-    fits = {
-        kind: fit_router(
-            kind,
-            train,
-            valid,
-            pool=pool,
-            blocks=blocks,
-            settings=settings,
-            on_epoch=None if on_epoch is None else (lambda row, kind=kind: on_epoch(kind, row)),
-        )
-        for kind in KINDS
-    }
+    candidates = [list(blocks)] if blocks is not None else candidate_blocks(RouterInputs.of(train))
+    tried, fits = [], {}
+    for kind in KINDS:
+        for option in candidates:
+            fit = fit_router(
+                kind,
+                train,
+                valid,
+                pool=pool,
+                blocks=option,
+                settings=settings,
+                on_epoch=None if on_epoch is None else (lambda row, label=f"{kind} ({', '.join(option)})": on_epoch(label, row)),
+            )
+            tried.append({"kind": kind, "blocks": option, "valid_mae": fit.valid_mae * force_unit_factor(units)})
+            if kind not in fits or fit.valid_mae < fits[kind].valid_mae:
+                fits[kind] = fit
     selected = min(KINDS, key=lambda kind: fits[kind].valid_mae)
 
     report = analyze(test, fit=valid, fit_label="validation set", pool=pool, units=units, n_resamples=n_resamples, seed=seed)
@@ -93,11 +100,18 @@ def route(
         "selected_on": "validation MAE (all atoms)",
         "pool": pool.tolist(),
         "pool_source": pool_source,
-        "feature_blocks": fits[selected].router.config.blocks,
+        "feature_blocks": {kind: fit.router.config.blocks for kind, fit in fits.items()},
+        "candidates": tried,
         "training": {**asdict(settings), "epochs": {kind: len(fit.history) for kind, fit in fits.items()}},
         "fitted_on": {"routers": "training set", "selection and best_global_s": "validation set", "reported_on": "test set"},
     }
     return report, fits, selected
+
+
+def candidate_blocks(inputs: RouterInputs) -> list[list[str]]:
+    """The default feature blocks, and the same without branch latents when they are there."""
+    blocks = inputs.default_blocks()
+    return [blocks] + ([[block for block in blocks if block != "latent"]] if "latent" in blocks else [])
 
 
 def add_gains(methods: dict, names: Sequence[str]) -> None:
