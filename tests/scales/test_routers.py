@@ -13,9 +13,10 @@ from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet
 from adascale.scales.axis import interpolate
 from adascale.scales.oracles import anchor_errors, best_global_scale, scale_loss
-from adascale.scales.router_report import load_selected_router, route, save_routers
+from adascale.scales.router_report import candidate_blocks, load_selected_router, route, save_routers
 from adascale.scales.routers import Router, RouterInputs, TrainSettings, anchor_weights, fit_router, smooth_clamp
 from adascale.scales.synthetic import synthetic_predictions
+from adascale.units import KJ_MOL_NM_PER_EV_A
 
 FAST = TrainSettings(hidden=(32,), max_epochs=40, patience=40, batch_size=512, lr=1e-2)
 SCALE_OF_SPECIES = {1: 0.0, 8: 0.5, 11: 1.0, 17: 1.0}
@@ -194,3 +195,16 @@ def test_route_command_writes_the_report_and_routers(tmp_path):
     bad = subprocess.run([sys.executable, "-c", "from adascale.cli import main; main()", *args, "--frames", "one.extxyz"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --frames")
+
+
+def test_route_tries_the_features_with_and_without_branch_latents():
+    train, valid, test = (synthetic_predictions(n, 20, seed=seed) for n, seed in ((20, 1), (8, 2), (8, 3)))
+    for predictions in (train, valid, test):
+        predictions.extras.update(latent_0=np.random.default_rng(0).normal(size=(predictions.N, 3)), latent_1=np.zeros((predictions.N, 2)))
+    assert candidate_blocks(RouterInputs.of(train)) == [["species", "d_ion", "forces", "latent"], ["species", "d_ion", "forces"]]
+    report, fits, _ = route(train, valid, test, pool=[0.0, 0.5, 1.0], settings=replace(FAST, max_epochs=2), n_resamples=20)
+    tried = report["routing"]["candidates"]
+    assert len(tried) == 4
+    for kind, fit in fits.items():
+        assert fit.valid_mae * KJ_MOL_NM_PER_EV_A == pytest.approx(min(t["valid_mae"] for t in tried if t["kind"] == kind))
+        assert report["routing"]["feature_blocks"][kind] == fit.router.config.blocks
