@@ -113,12 +113,20 @@ def train(model: Model, data_dir: Path, out_dir: Path, budget_min: float, seed: 
 
 
 def training_record(model: Model, out_dir: Path) -> dict:
-    """What is known about a trained model's training: the process time and, for MACE, steps."""
+    """How a model's training went: process time, budgeted training time, epochs and steps.
+
+    ``train_s`` is the time each trainer counts against the budget (adascale: its whole
+    training loop; MACE: from the first epoch to the end of the last validation).
+    """
     directory = model.directory(out_dir)
     record = json.loads((directory / "bench_train.json").read_text())
-    info = directory / "train_info.json"
-    if info.is_file():
-        record.update(json.loads(info.read_text()))
+    if model.family == "mace":
+        record.update(json.loads((directory / "train_info.json").read_text()))
+    else:
+        training = json.loads((directory / "metrics.json").read_text())["training"]
+        record.update(
+            train_s=round(training["elapsed_s"], 1), epochs=training["epochs"], steps=training["steps"], stopped=training["stopped"]
+        )
     return record
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     calculator = load_calculator(args.calculator)
     result = {"calculator": args.calculator, "multiple": args.multiple, "n_atoms": len(atoms), "threads": args.threads}
     result.update(measure(calculator, atoms, args.repeats))
+    result["load_average_1min"] = os.getloadavg()[0]  # other work on the machine slows every figure
     from adascale.models.io import atomic_write_json
 
     atomic_write_json(args.json, result)

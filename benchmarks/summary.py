@@ -67,6 +67,13 @@ def _with_interval(entry: dict, subset: str) -> str:
     return text if interval is None else f"{text} [{interval[0]:.1f}, {interval[1]:.1f}]"
 
 
+def _training_table(training: dict) -> list[str]:
+    lines = ["| model | budgeted time, s | epochs | optimiser steps |", "| --- | ---: | ---: | ---: |"]
+    for name, record in training.items():
+        lines.append(f"| {name} | {record['train_s']:,.0f} | {record['epochs']} | {record['steps']} |")
+    return lines
+
+
 def _mae_table(accuracy: dict) -> list[str]:
     lines = [
         "| model | all | ions | close contact |",
@@ -79,7 +86,7 @@ def _mae_table(accuracy: dict) -> list[str]:
     return lines
 
 
-def _speed_table(speed: dict) -> list[str]:
+def _speed_table(speed: dict, cores: int) -> list[str]:
     sizes = [row["n_atoms"] for row in next(iter(speed["models"].values()))]
     lines = [
         "| model | " + " | ".join(f"{n} atoms" for n in sizes) + " | exponent | peak RSS (largest), MiB |",
@@ -90,6 +97,12 @@ def _speed_table(speed: dict) -> list[str]:
         lines.append(f"| {name} | {cells} | {speed['exponent'][name]:.2f} | {rows[-1]['peak_rss_mb']:,.0f} |")
     for scale, ratios in speed["ratio_adascale_over_mace"].items():
         lines.append(f"| ratio adascale/MACE, {scale} | " + " | ".join(f"{r:.2f}" for r in ratios) + " | | |")
+    loads = [row["load_average_1min"] for rows in speed["models"].values() for row in rows]
+    lines += [
+        "",
+        "Exponent: slope of log(seconds per call) against log(atoms); 1 is linear. "
+        f"Machine load (1-min average) during the timings: {min(loads):.1f} to {max(loads):.1f} on {cores} cores.",
+    ]
     return lines
 
 
@@ -129,7 +142,11 @@ def render_markdown(results: dict) -> str:
         f"torch {results['machine']['torch']}, mace-torch {results['machine']['mace']}. "
         f"Training budget {settings['budget_min']} min per model, one model at a time.",
         "",
-        f"## Test force MAE ({results['accuracy']['units']})",
+        "## Training (each model alone, same wall-clock budget)",
+        "",
+        *_training_table(results["training"]),
+        "",
+        f"## Test force MAE ({results['accuracy']['units']}; 95 % frame-bootstrap intervals)",
         "",
         *_mae_table(results["accuracy"]),
         "",
@@ -137,9 +154,9 @@ def render_markdown(results: dict) -> str:
         "",
         *_scale_table(results["scale_analysis"]),
         "",
-        "## Inference on CPU (atoms/s; one frame tiled with Atoms.repeat)",
+        "## Inference on CPU (atoms/s of the median energy+forces+stress call; one test frame tiled with Atoms.repeat)",
         "",
-        *_speed_table(results["speed"]),
+        *_speed_table(results["speed"], results["machine"]["cores"]),
         "",
         "## Targets",
         "",
