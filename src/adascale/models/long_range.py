@@ -1,7 +1,7 @@
 """The long-range branch: the local PaiNN plus learned charges and their electrostatics.
 
-e_i = e_i(local) + q_i phi_i, where the charges q (e) are a linear read-out of the local
-invariant features, shifted per frame so that each frame's total charge equals
+e_i = e_i(local) + q_i phi_i, where the charges q (e) are a learned per-species baseline plus
+a linear read-out of the local invariant features, shifted per frame so that each frame's total charge equals
 ``total_charge`` exactly, and phi are the electrostatic potentials of those charges
 (:mod:`adascale.models.electrostatics`: torch-pme Ewald/PME for periodic cells, direct
 Coulomb for molecules). The electrostatic forces come with the rest through autograd,
@@ -42,7 +42,8 @@ class LongRangePaiNN(PaiNN):
     ) -> None:
         super().__init__(species, cutoff, **painn_settings)
         self.total_charge = float(total_charge)
-        self.charge_readout = nn.Linear(self.features, 1)
+        self.species_charge = nn.Parameter(torch.zeros(len(self.species)))  # e, the baseline of each species
+        self.charge_readout = nn.Linear(self.features, 1)  # environment-dependent correction
         self.electrostatics = Electrostatics(cutoff, electrostatics, exclusion_inner, exclusion_outer)
 
     def config(self) -> dict:
@@ -55,7 +56,7 @@ class LongRangePaiNN(PaiNN):
 
     def charges(self, features: Tensor, batch) -> Tensor:
         """(n,) charges in e, summing to ``total_charge`` in every frame (the excess spread evenly)."""
-        raw = self.charge_readout(features).squeeze(1)
+        raw = self.species_charge[self.species_index(batch.numbers)] + self.charge_readout(features).squeeze(1)
         counts = batch.atoms_per_frame().to(raw.dtype)
         excess = torch.zeros(batch.n_frames, dtype=raw.dtype, device=raw.device).index_add(0, batch.frame_index, raw)
         excess = (excess - self.total_charge) / counts
