@@ -1,7 +1,7 @@
 """Cached pipeline stages: each stage's outputs are reused while its inputs and settings are unchanged.
 
-A stage is keyed by a hash of its settings and of the keys of the stages it reads, so changing
-one setting redoes that stage and everything downstream, nothing else. A stage's marker
+A stage is keyed by a hash of its settings, the adascale version and the keys of the stages it
+reads, so changing one setting redoes that stage and everything downstream, nothing else. A stage's marker
 (``DIR/.stages/<name>.json``) is written only after the stage finished, so a killed run redoes
 the unfinished stage (which may resume its own work, e.g. training from its last checkpoint).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from adascale import __version__
 from adascale.data.frames import atomic_output
 
 
@@ -41,7 +42,8 @@ class StageRunner:
         ``after`` names the earlier stages whose outputs this stage reads: their keys enter this
         one's, so any upstream change invalidates it. Returns True if the work ran.
         """
-        key = stable_hash({"stage": name, "settings": settings, "after": [self.keys[a] for a in after]})
+        payload = {"stage": name, "settings": settings, "after": [self.keys[a] for a in after], "adascale": __version__}
+        key = stable_hash(payload)
         self.keys[name] = key
         marker = self.root / ".stages" / f"{name}.json"
         if marker.exists() and json.loads(marker.read_text()).get("key") == key:
