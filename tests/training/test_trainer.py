@@ -52,6 +52,8 @@ def test_long_range_branch_trains_and_reloads(tmp_path, data):
         tmp_path,
         data,
         "training.max_epochs=2",
+        "model.interaction_cutoff=2.5",
+        "training.species_force_weights={11: 3.0, 17: 3.0}",
         "model.electrostatics.exclusion_inner=1.5",
         "model.electrostatics.exclusion_outer=2.5",
         name="long_range",
@@ -168,3 +170,13 @@ def test_a_fresh_run_refuses_an_existing_run_directory(tmp_path):
     again = CliRunner().invoke(app, args)
     assert isinstance(again.exception, AdaScaleError)
     assert "already holds a training run; pass --resume" in str(again.exception)
+
+
+def test_species_weights_enter_the_force_loss_as_a_weighted_mean(tmp_path, data):
+    trainer = make_trainer(tmp_path, data, "training.energy_weight=0", "training.species_force_weights={11: 5.0, 17: 0.5}")
+    indices = np.array([2])
+    batch = trainer.train_set.batch(indices)
+    forces = trainer.model(batch.atoms)["forces"].detach()
+    weights = np.array([{11: 5.0, 17: 0.5}.get(int(z), 1.0) for z in data[0][2].numbers])
+    expected = (((forces - batch.forces) ** 2).sum(1).numpy() * weights).sum() / (3 * weights.sum())
+    assert trainer.step(indices, elapsed_s=0.0) == pytest.approx(expected, rel=1e-10)

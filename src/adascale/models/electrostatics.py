@@ -77,8 +77,11 @@ class Electrostatics(nn.Module):
         for module in self.modules():
             module._non_persistent_buffers_set.update(module._buffers)
 
-    def forward(self, charges: Tensor, batch, edge_vectors: Tensor) -> Tensor:
-        """charges (n,) e, batch an AtomsBatch, edge_vectors (E, 3) Å of its edges -> phi (n,) V."""
+    def forward(self, charges: Tensor, batch, edge_vectors: Tensor, *, exclude: bool = True) -> Tensor:
+        """charges (n,) e, batch an AtomsBatch, edge_vectors (E, 3) Å of its edges -> phi (n,) V.
+
+        ``exclude=False`` gives plain point-charge potentials (no short-range exclusion).
+        """
         distances = torch.linalg.vector_norm(edge_vectors, dim=1)
         edge_frame = batch.frame_index[batch.edge_index[0]]
         counts = batch.atoms_per_frame().tolist()
@@ -100,7 +103,7 @@ class Electrostatics(nn.Module):
                 raise AdaScaleError(
                     f"frame {b}: electrostatics needs a fully periodic cell or a molecule, got pbc={periodic.tolist()}"
                 )
-            phi.append((phi_b - self._excluded(q, pairs, r))[:, 0])
+            phi.append((phi_b - self._excluded(q, pairs, r) if exclude else phi_b)[:, 0])
         return torch.cat(phi)
 
     def _excluded(self, q: Tensor, pairs: Tensor, r: Tensor) -> Tensor:

@@ -35,6 +35,12 @@ class ElectrostaticsSettings(_Strict):
     exclusion_inner: float = Field(2.0, gt=0, description="Å: pairs closer than this get no Coulomb energy (the local model covers them).")
     exclusion_outer: float = Field(3.0, gt=0, description="Å: Coulomb is fully on beyond this; smooth (C2) switch in between. At most the cutoff.")
     total_charge: float = Field(0.0, description="e: every frame's charges sum to exactly this.")
+    charge_fit_bonded_below: float | None = Field(
+        1.7,
+        gt=0,
+        description="Å: start from per-species charges fitted to the training forces (least squares, pairs closer "
+        "than this treated as bonded and left out); null starts from zero charges.",
+    )
 
 
 class ModelSettings(_Strict):
@@ -102,6 +108,10 @@ class TrainingSettings(_Strict):
     gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")
     force_loss: Literal["mse", "l1", "huber"] = Field("mse", description="Per-component force loss.")
     huber_delta: float = Field(0.1, gt=0, description="eV/Å: the Huber loss is quadratic below this error, linear above.")
+    species_force_weights: dict[int, float] = Field(
+        default_factory=dict,
+        description="Force-loss weight per atomic number (others 1), e.g. {11: 4, 17: 4} to emphasise rare ions.",
+    )
     energy_weight: float = Field(
         0.0, ge=0, description="Weight of the per-atom energy MSE (eV^2) added to the force loss; 0 trains on forces only."
     )

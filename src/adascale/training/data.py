@@ -38,22 +38,32 @@ class CompactPairs:
 
 @dataclass
 class LabelledBatch:
-    """One optimiser step's data: the atoms, reference forces (n, 3) eV/Å and energies (B,) eV (NaN if absent)."""
+    """One optimiser step's data: the atoms, reference forces (n, 3) eV/Å, energies (B,) eV (NaN if
+    absent) and per-atom force-loss weights (n,)."""
 
     atoms: AtomsBatch
     forces: Tensor
     energy: Tensor
+    weights: Tensor
 
 
 class FrameDataset:
     """Labelled frames at one cutoff; ``batch(indices)`` builds tensors from the cached neighbour lists."""
 
-    def __init__(self, frames: Sequence[Frame], cutoff: float, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        cutoff: float,
+        dtype: torch.dtype = torch.float32,
+        species_weights: dict[int, float] | None = None,
+    ) -> None:
         if not frames:
             raise AdaScaleError("no frames to train on")
         self.frames = list(frames)
         self.cutoff = float(cutoff)
         self.dtype = dtype
+        weights = species_weights or {}
+        self.atom_weights = [np.array([weights.get(int(z), 1.0) for z in f.numbers]) for f in self.frames]
         self._pairs: list[CompactPairs | None] = [None] * len(self.frames)
 
     def __len__(self) -> int:
@@ -69,11 +79,16 @@ class FrameDataset:
         frames = [self.frames[k] for k in indices]
         forces = torch.as_tensor(np.concatenate([f.forces for f in frames]), dtype=self.dtype)
         energy = torch.tensor([np.nan if f.energy is None else f.energy for f in frames], dtype=self.dtype)
-        return LabelledBatch(AtomsBatch.concatenate(parts), forces, energy)
+        weights = torch.as_tensor(np.concatenate([self.atom_weights[k] for k in indices]), dtype=self.dtype)
+        return LabelledBatch(AtomsBatch.concatenate(parts), forces, energy, weights)
 
     def atom_counts(self) -> np.ndarray:
         """(frames,) atoms per frame."""
         return np.array([len(f) for f in self.frames])
+
+    def weight_sums(self) -> np.ndarray:
+        """(frames,) sum of the atoms' force-loss weights per frame."""
+        return np.array([w.sum() for w in self.atom_weights])
 
     def average_neighbours(self) -> float:
         """Mean neighbours per atom within the cutoff (normalises message sums)."""

@@ -1,8 +1,8 @@
 """Training a branch on forces (and optionally energies), resumable, data-parallel, within a time budget.
 
 One optimiser step takes ``batch_size`` frames (over all processes; each process takes
-every world_size-th of them). The loss is normalised by the *global* number of atoms and
-multiplied by the process count, so DDP's gradient average equals the gradient of the
+every world_size-th of them). The force loss is a weighted mean over atoms (weights per
+species, default 1), normalised by the *global* weight sum and multiplied by the process count, so DDP's gradient average equals the gradient of the
 same global batch in one process. The frame order of epoch e is a permutation seeded by
 (seed, e), and the learning rate is a function of the step (and of the elapsed time when
 a time budget ends the schedule), so a checkpoint holds all the state needed: resuming
@@ -32,6 +32,7 @@ from adascale.data.frames import Frame, check_cutoff
 from adascale.data.regimes import subset_masks
 from adascale.errors import AdaScaleError
 from adascale.models.io import atomic_write_bytes, atomic_write_json, build_branch, save_branch
+from adascale.training.charges import fit_species_charges
 from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from adascale.training.config import TrainConfig, config_to_yaml
 from adascale.training.data import FrameDataset, fit_species_shifts, force_rms, training_species
@@ -95,7 +96,7 @@ class Trainer:
         cutoff = config.model.cutoff
         _check_frames(train_frames, valid_frames, cutoff, self.settings.energy_weight > 0)
         self.species = training_species(train_frames)
-        self.train_set = FrameDataset(train_frames, cutoff, self.dtype)
+        self.train_set = FrameDataset(train_frames, cutoff, self.dtype, self.settings.species_force_weights)
         self.valid_set = FrameDataset(valid_frames, cutoff, self.dtype)
         self.valid_masks = [
             subset_masks(f.numbers, d) for f, d in zip(valid_frames, self.valid_set.nearest_ion_nm())
@@ -120,6 +121,12 @@ class Trainer:
             "average_neighbours": branch_config["average_neighbours"],
         }
         self.model.set_energy_statistics(self.statistics["energy_shift_eV"], self.statistics["force_rms_eV_A"])
+        charges = config.model.electrostatics
+        if charges is not None and charges.charge_fit_bonded_below is not None:
+            fitted = fit_species_charges(train_frames, self.species, self.model.electrostatics, bonded_below=charges.charge_fit_bonded_below)
+            self.statistics["initial_species_charges_e"] = fitted.tolist()
+            with torch.no_grad():
+                self.model.species_charge.copy_(torch.as_tensor(fitted))
         self.parallel_model = self.context.wrap(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay
@@ -180,18 +187,18 @@ class Trainer:
         """One optimiser step on the global batch ``indices``; returns this process's share of the loss."""
         s, world = self.settings, self.context.world_size
         local = indices[self.context.rank :: world]
-        n_atoms = int(self.train_set.atom_counts()[indices].sum())
+        total_weight = float(self.train_set.weight_sums()[indices].sum())
         data = self.train_set.batch(local)
         out = self.parallel_model(data.atoms.to(self.context.device))
         reference = data.forces.to(self.context.device)
         error = out["forces"] - reference
         if s.force_loss == "mse":
-            loss = (error**2).sum()
+            per_component = error**2
         elif s.force_loss == "l1":
-            loss = error.abs().sum()
+            per_component = error.abs()
         else:
-            loss = torch.nn.functional.huber_loss(out["forces"], reference, reduction="sum", delta=s.huber_delta)
-        loss = loss / (3 * n_atoms)
+            per_component = torch.nn.functional.huber_loss(out["forces"], reference, reduction="none", delta=s.huber_delta)
+        loss = (per_component.sum(dim=1) * data.weights.to(error)).sum() / (3 * total_weight)
         if s.energy_weight > 0:
             per_atom = (out["energy"] - data.energy.to(self.context.device)) / data.atoms.atoms_per_frame().to(out["energy"])
             loss = loss + s.energy_weight * (per_atom**2).sum() / len(indices)
