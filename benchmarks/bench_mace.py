@@ -73,16 +73,22 @@ FAMILIES = ("adascale", "mace")
 SPLITS = ("valid", "test")
 
 
-def run_logged(command: list[str], log: Path) -> None:
-    """Run a command with its output in ``log``; on failure raise with the log's last lines."""
+def run_logged(command: list[str], log: Path, *, check: bool = True) -> str | None:
+    """Run a command with its output in ``log``. On failure: raise with the log's last lines
+    (``check``), or return them (``check=False``); None on success."""
     print("$", shlex.join(command), flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     with open(log, "w") as handle:
         code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO).returncode
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
-        raise SystemExit(f"command failed ({code}): {shlex.join(command)}\n--- {log} ---\n{tail}")
+    if code == 0:
+        return None
+    tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+    message = f"command failed ({code}): {shlex.join(command)}\n--- {log} ---\n{tail}"
+    if check:
+        raise SystemExit(message)
+    print(message, file=sys.stderr, flush=True)
+    return tail.strip().splitlines()[-1] if tail.strip() else f"exit status {code}"
 
 
 def adascale_command(*verb: str) -> list[str]:
@@ -153,14 +159,21 @@ def scale_analysis(test: Path, valid: Path) -> tuple[dict, dict]:
 
 
 def speed(model: Model, data_dir: Path, out_dir: Path, multiple: int, repeats: int, threads: int) -> dict:
-    """Atoms/s and peak memory of one model on the first test frame tiled ``multiple`` times."""
+    """Atoms/s and peak memory of one model on the first test frame tiled ``multiple`` times.
+
+    A failure (e.g. out of memory on the largest system) is recorded as ``error`` in the row,
+    so the other measurements still reach the results.
+    """
     out = out_dir / "speed" / f"{model.name}_x{multiple}.json"
     command = [
         sys.executable, str(HERE / "speed.py"), "--calculator", model.calculator(out_dir),
         "--data", str(data_dir / "test.extxyz"), "--multiple", str(multiple),
         "--repeats", str(repeats), "--threads", str(threads), "--json", str(out),
     ]  # fmt: skip
-    run_logged(command, out_dir / "logs" / f"speed_{model.name}_x{multiple}.log")
+    out.unlink(missing_ok=True)
+    error = run_logged(command, out_dir / "logs" / f"speed_{model.name}_x{multiple}.log", check=False)
+    if error is not None:
+        return {"multiple": multiple, "error": error}
     return json.loads(out.read_text())
 
 
@@ -220,11 +233,11 @@ def collect(args: argparse.Namespace, analyses: dict, speeds: dict[str, list[dic
         },
         "speed": {
             "models": speeds,
-            "exponent": {
-                name: summary.loglog_slope([r["n_atoms"] for r in rows], [r["seconds_per_call"] for r in rows])
-                for name, rows in speeds.items()
-            },
+            "exponent": {name: summary.cost_exponent(rows) for name, rows in speeds.items()},
             "ratio_adascale_over_mace": summary.speed_ratios(speed_by_scale["adascale"], speed_by_scale["mace"]),
+            "peak_rss_ratio_adascale_over_mace": summary.speed_ratios(
+                speed_by_scale["adascale"], speed_by_scale["mace"], key="peak_rss_mb"
+            ),
         },
     }
     results["targets"] = summary.targets(results)

@@ -13,12 +13,19 @@ SUBSETS = ("all", "ions", "close_contact")
 SCALES = ("short", "long")
 
 
-def loglog_slope(n_atoms: list[int], seconds: list[float]) -> float:
-    """Exponent b of seconds ~ n_atoms**b (least-squares slope in log-log); 1 means linear cost."""
+def loglog_slope(n_atoms: list[int], seconds: list[float]) -> float | None:
+    """Exponent b of seconds ~ n_atoms**b (least-squares slope in log-log); 1 means linear cost.
+    None with fewer than two sizes."""
     if len(n_atoms) < 2:
-        return float("nan")
+        return None
     slope, _ = np.polyfit(np.log(np.asarray(n_atoms, dtype=float)), np.log(np.asarray(seconds, dtype=float)), 1)
     return float(slope)
+
+
+def cost_exponent(rows: list[dict]) -> float | None:
+    """:func:`loglog_slope` over the speed rows of one model that did not fail."""
+    done = [row for row in rows if "error" not in row]
+    return loglog_slope([row["n_atoms"] for row in done], [row["seconds_per_call"] for row in done])
 
 
 def accuracy_ratios(adascale: dict[str, dict[str, float]], mace: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -31,27 +38,34 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return None if numerator is None or not denominator else numerator / denominator
 
 
-def speed_ratios(adascale: dict[str, list[dict]], mace: dict[str, list[dict]]) -> dict[str, list[float]]:
-    """Per scale, adascale atoms/s / MACE atoms/s at each size (above 1: adascale is faster)."""
+def speed_ratios(
+    adascale: dict[str, list[dict]], mace: dict[str, list[dict]], key: str = "atoms_per_s"
+) -> dict[str, list[float | None]]:
+    """Per scale, adascale's ``key`` / MACE's at each size (atoms/s: above 1, adascale is faster;
+    peak_rss_mb: below 1, it needs less memory); None where either run failed."""
     return {
-        scale: [a["atoms_per_s"] / m["atoms_per_s"] for a, m in zip(adascale[scale], mace[scale], strict=True)]
+        scale: [_ratio(a.get(key), m.get(key)) for a, m in zip(adascale[scale], mace[scale], strict=True)]
         for scale in SCALES
     }
 
 
 def targets(results: dict) -> dict[str, bool]:
-    """The issue's targets: MAE no worse than MACE at each scale (all atoms), >= 2x atoms/s, linear cost."""
+    """The issue's targets, each True only where every figure it needs was measured and meets it:
+    MAE no worse than MACE at each scale (all atoms; ions reported beside), at least 2x MACE's
+    atoms/s at every size, and adascale's cost linear in atoms (exponent at most 1.1)."""
     accuracy = results["accuracy"]["ratio_adascale_over_mace"]
     speed = results["speed"]
+
+    def at_most(values: list[float | None], bound: float) -> bool:
+        return all(v is not None and v <= bound for v in values)
+
     return {
-        "mae_no_worse_than_mace": all(accuracy[scale]["all"] <= 1.0 for scale in SCALES),
-        "ion_mae_no_worse_than_mace": all(
-            accuracy[scale]["ions"] is None or accuracy[scale]["ions"] <= 1.0 for scale in SCALES
+        "mae_no_worse_than_mace": at_most([accuracy[scale]["all"] for scale in SCALES], 1.0),
+        "ion_mae_no_worse_than_mace": at_most([accuracy[scale]["ions"] for scale in SCALES], 1.0),
+        "atoms_per_s_at_least_2x_mace": all(
+            r is not None and r >= 2.0 for scale in SCALES for r in speed["ratio_adascale_over_mace"][scale]
         ),
-        "atoms_per_s_at_least_2x_mace": all(min(speed["ratio_adascale_over_mace"][scale]) >= 2.0 for scale in SCALES),
-        "cost_linear_in_atoms": all(
-            speed["exponent"][name] <= 1.1 for name in speed["exponent"] if name.startswith("adascale")
-        ),
+        "cost_linear_in_atoms": at_most([e for name, e in speed["exponent"].items() if name.startswith("adascale")], 1.1),
     }
 
 
@@ -87,22 +101,32 @@ def _mae_table(accuracy: dict) -> list[str]:
 
 
 def _speed_table(speed: dict, cores: int) -> list[str]:
-    sizes = [row["n_atoms"] for row in next(iter(speed["models"].values()))]
+    sizes = [max(row.get("n_atoms", 0) for row in rows) for rows in zip(*speed["models"].values())]
+    multiples = [row["multiple"] for row in next(iter(speed["models"].values()))]
     lines = [
-        "| model | " + " | ".join(f"{n} atoms" for n in sizes) + " | exponent | peak RSS (largest), MiB |",
+        "| model | "
+        + " | ".join(f"{n} atoms" if n else f"x{m}" for n, m in zip(sizes, multiples))
+        + " | exponent | peak RSS (largest done), MiB |",
         "| --- |" + " ---: |" * (len(sizes) + 2),
     ]
     for name, rows in speed["models"].items():
-        cells = " | ".join(f"{row['atoms_per_s']:,.0f}" for row in rows)
-        lines.append(f"| {name} | {cells} | {speed['exponent'][name]:.2f} | {rows[-1]['peak_rss_mb']:,.0f} |")
+        cells = " | ".join("failed" if "error" in row else _number(row["atoms_per_s"], 0) for row in rows)
+        done = [row for row in rows if "error" not in row]
+        peak = _number(done[-1]["peak_rss_mb"], 0) if done else "n/a"
+        lines.append(f"| {name} | {cells} | {_number(speed['exponent'][name], 2)} | {peak} |")
     for scale, ratios in speed["ratio_adascale_over_mace"].items():
-        lines.append(f"| ratio adascale/MACE, {scale} | " + " | ".join(f"{r:.2f}" for r in ratios) + " | | |")
-    loads = [row["load_average_1min"] for rows in speed["models"].values() for row in rows]
+        lines.append(f"| atoms/s ratio adascale/MACE, {scale} | " + " | ".join(_number(r, 2) for r in ratios) + " | | |")
+    for scale, ratios in speed["peak_rss_ratio_adascale_over_mace"].items():
+        lines.append(f"| peak RSS ratio adascale/MACE, {scale} | " + " | ".join(_number(r, 2) for r in ratios) + " | | |")
+    loads = [row["load_average_1min"] for rows in speed["models"].values() for row in rows if "error" not in row]
     lines += [
         "",
         "Exponent: slope of log(seconds per call) against log(atoms); 1 is linear. "
-        f"Machine load (1-min average) during the timings: {min(loads):.1f} to {max(loads):.1f} on {cores} cores.",
+        f"Machine load (1-min average) during the timings: {min(loads, default=0):.1f} to {max(loads, default=0):.1f} "
+        f"on {cores} cores.",
     ]
+    failures = [f"{name} x{row['multiple']}: {row['error']}" for name, rows in speed["models"].items() for row in rows if "error" in row]
+    lines += [f"- failed: {failure}" for failure in failures]
     return lines
 
 
@@ -154,7 +178,7 @@ def render_markdown(results: dict) -> str:
         "",
         *_scale_table(results["scale_analysis"]),
         "",
-        "## Inference on CPU (atoms/s of the median energy+forces+stress call; one test frame tiled with Atoms.repeat)",
+        "## Inference on CPU (atoms/s of the fastest of the timed energy+forces+stress calls; one test frame tiled with Atoms.repeat)",
         "",
         *_speed_table(results["speed"], results["machine"]["cores"]),
         "",
