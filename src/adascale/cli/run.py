@@ -35,12 +35,12 @@ def run(
 
     Example: adascale run --out runs/default     (adascale run --quick for a first look)
     """
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.pipeline import REPORT_MD, load_run_config, run_pipeline
     from adascale.report.console import methods_table
 
-    console = Console()
+    console = report_console()
     settings = load_run_config(config, quick=quick)
     start = time.perf_counter()
     report = run_pipeline(out, settings, console)
@@ -65,14 +65,14 @@ def evaluate(
 
     Example: adascale evaluate --run runs/default --data new_frames.extxyz --json eval.json
     """
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.data.frames import atomic_output
     from adascale.pipeline import evaluate_run
     from adascale.report.console import methods_table
 
     report = evaluate_run(run_dir, data, forces_key=forces_key, energy_key=energy_key)
-    Console().print(methods_table(report, title=f"Force MAE on {data}"))
+    report_console().print(methods_table(report, title=f"Force MAE on {data}"))
     if json_out is not None:
         with atomic_output(json_out) as tmp:
             tmp.write_text(json.dumps(report, indent=2))

@@ -47,12 +47,12 @@ def analyze(
 
     Example: adascale analyze pred_test.npz --fit pred_valid.npz --json analysis.json
     """
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.report.console import complementarity_table, distance_table, methods_table
     from adascale.scales.analysis import analyze as run_analysis
 
-    console = Console()
+    console = report_console()
     with console.status("analysing scales..."):
         report = run_analysis(
             *_load(predictions, fit),
@@ -96,12 +96,12 @@ def refine(
 
     Example: adascale refine pred_test.npz --fit pred_valid.npz --init 0,1 --max-size 7 --json refine.json
     """
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.report.console import methods_table, refinement_table
     from adascale.scales.analysis import refine as run_refine
 
-    console = Console()
+    console = report_console()
     with console.status("refining the scale pool..."):
         report = run_refine(
             *_load(predictions, fit),

@@ -6,6 +6,7 @@ prints the same way.
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
 
 from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
@@ -84,3 +85,11 @@ def _first_pair(matrix: list[list[float | None]] | None) -> str:
     """The correlation between the first two anchors (the whole matrix is in the JSON)."""
     value = None if matrix is None else matrix[0][1]
     return "-" if value is None else f"{value:.3f}"
+
+
+def report_console() -> Console:
+    """A console for report tables: the terminal's width, or 160 columns when output goes
+    to a file or pipe (rich's default of 80 would wrap every interval onto three lines)."""
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 160)
