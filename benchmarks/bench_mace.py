@@ -190,7 +190,6 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "mace": version("mace-torch"),
         "adascale": version("adascale"),
@@ -218,6 +217,7 @@ def collect(args: argparse.Namespace, analyses: dict, speeds: dict[str, list[dic
             "sizes": args.sizes,
             "seed": args.seed,
             "speed_repeats": args.repeats,
+            "speed_threads": args.threads,
             "models": {m.name: {"family": m.family, "scale": m.scale, "cutoff_A": m.cutoff} for m in MODELS},
         },
         "training": {m.name: training_record(m, args.out_dir) for m in MODELS},

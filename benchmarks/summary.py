@@ -162,7 +162,7 @@ def render_markdown(results: dict) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
-        f"Machine: {results['machine']['cpu']} ({results['machine']['threads']} torch threads); "
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; "
         f"torch {results['machine']['torch']}, mace-torch {results['machine']['mace']}. "
         f"Training budget {settings['budget_min']} min per model, one model at a time.",
         "",
@@ -178,7 +178,8 @@ def render_markdown(results: dict) -> str:
         "",
         *_scale_table(results["scale_analysis"]),
         "",
-        "## Inference on CPU (atoms/s of the fastest of the timed energy+forces+stress calls; one test frame tiled with Atoms.repeat)",
+        f"## Inference on CPU, {settings['speed_threads']} torch threads "
+        "(atoms/s of the fastest timed energy+forces+stress call; one test frame tiled with Atoms.repeat)",
         "",
         *_speed_table(results["speed"], results["machine"]["cores"]),
         "",
