@@ -35,10 +35,8 @@ def run(
 
     Example: adascale run --out runs/default     (adascale run --quick for a first look)
     """
-    from adascale.report.console import report_console
-
     from adascale.pipeline import REPORT_MD, load_run_config, run_pipeline
-    from adascale.report.console import methods_table
+    from adascale.report.console import methods_table, report_console
 
     console = report_console()
     settings = load_run_config(config, quick=quick)
@@ -65,11 +63,9 @@ def evaluate(
 
     Example: adascale evaluate --run runs/default --data new_frames.extxyz --json eval.json
     """
-    from adascale.report.console import report_console
-
     from adascale.data.frames import atomic_output
     from adascale.pipeline import evaluate_run
-    from adascale.report.console import methods_table
+    from adascale.report.console import methods_table, report_console
 
     report = evaluate_run(run_dir, data, forces_key=forces_key, energy_key=energy_key)
     report_console().print(methods_table(report, title=f"Force MAE on {data}"))

@@ -47,9 +47,7 @@ def analyze(
 
     Example: adascale analyze pred_test.npz --fit pred_valid.npz --json analysis.json
     """
-    from adascale.report.console import report_console
-
-    from adascale.report.console import complementarity_table, distance_table, methods_table
+    from adascale.report.console import complementarity_table, distance_table, methods_table, report_console
     from adascale.scales.analysis import analyze as run_analysis
 
     console = report_console()
@@ -96,9 +94,7 @@ def refine(
 
     Example: adascale refine pred_test.npz --fit pred_valid.npz --init 0,1 --max-size 7 --json refine.json
     """
-    from adascale.report.console import report_console
-
-    from adascale.report.console import methods_table, refinement_table
+    from adascale.report.console import methods_table, refinement_table, report_console
     from adascale.scales.analysis import refine as run_refine
 
     console = report_console()
