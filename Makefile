@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench bench-mace clean
 
 $(BIN)/adascale: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_scales.py
+
+# adascale beside MACE (installs mace-torch into the venv; about 1.5 h with the default 15 min budgets)
+bench-mace: setup
+	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/bench_mace.py --data-dir $(or $(DATA),runs/testbed/split) --out-dir $(or $(BENCH_OUT),runs/bench)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
