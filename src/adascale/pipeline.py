@@ -82,16 +82,23 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice).")
 
 
+BUILTIN_RUN_CONFIGS = {"default": "run.yaml", "quick": "run_quick.yaml", "paper": "run_paper.yaml"}
+
+
 def load_run_config(source: str | Path | None, quick: bool = False) -> RunConfig:
-    """The built-in ``run`` (or ``run_quick``) config, or a YAML file, validated."""
+    """A built-in run config (``default``, ``quick``, ``paper``; None: default, or quick) or a YAML file, validated."""
     if source is None:
-        name = "run_quick.yaml" if quick else "run.yaml"
+        source = "quick" if quick else "default"
+    if str(source) in BUILTIN_RUN_CONFIGS and not Path(source).exists():
+        name = BUILTIN_RUN_CONFIGS[str(source)]
         text, where = resources.files("adascale.configs").joinpath(name).read_text(), f"built-in {name}"
     else:
         try:
             text, where = Path(source).read_text(), str(source)
         except OSError as exc:
-            raise AdaScaleError(f"{source}: cannot read the run config ({exc.strerror})") from None
+            raise AdaScaleError(
+                f"{source}: cannot read the run config ({exc.strerror}); built-in configs: {', '.join(BUILTIN_RUN_CONFIGS)}"
+            ) from None
     try:
         return RunConfig.model_validate(yaml.safe_load(text) or {})
     except (ValidationError, yaml.YAMLError) as exc:

@@ -18,8 +18,10 @@ def register(app: typer.Typer) -> None:
 
 def run(
     out: Path = typer.Option(Path("runs/default"), "--out", help="Run directory (created; an existing one is resumed)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Run config YAML (default: the built-in adascale/configs/run.yaml)."),
-    quick: bool = typer.Option(False, "--quick", help="A small version (built-in run_quick.yaml): minutes, noisy numbers."),
+    config: Optional[str] = typer.Option(
+        None, "--config", help="Run config: a YAML file or a built-in name: default (~10 min), quick (~3 min), paper (400/50/150 frames, ~50 min)."
+    ),
+    quick: bool = typer.Option(False, "--quick", help="Same as --config quick: minutes, noisy numbers."),
 ) -> None:
     """The paper's experiment, end to end, on the built-in NaCl(aq) testbed.
 
