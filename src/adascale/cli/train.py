@@ -101,7 +101,7 @@ def train(
 
 
 def predict(
-    models: list[str] = typer.Option([], "--model", help="Model directory from adascale train (repeatable, in anchor order)."),
+    models: list[str] = typer.Option([], "--model", help="Model directory from adascale train, or a calculator spec (repeatable, in anchor order)."),
     calculators: list[str] = typer.Option([], "--calculator", help="ASE calculator as module:factory[:arg] (repeatable)."),
     data: Path = typer.Option(..., "--data", help="Labelled frames to predict on (any format ASE reads)."),
     out: Path = typer.Option(..., "--out", help="Output PredictionSet .npz."),

@@ -162,7 +162,7 @@ def describe_settings() -> str:
                 lines.append(f"{key}: {field.description}")
                 walk(nested, key + ".")
             else:
-                lines.append(f"{key} (default {field.default!r}): {field.description}")
+                lines.append(f"{key} (default {field.get_default(call_default_factory=True)!r}): {field.description}")
 
     walk(TrainConfig, "")
     return "\n".join(lines)

@@ -109,30 +109,37 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise AdaScaleError(f"batch_size {self.settings.batch_size} exceeds the {len(self.train_set)} training frames")
 
-        torch.manual_seed(self.settings.seed)
-        branch_config = config.model.branch_kwargs() | {
-            "species": self.species,
-            "average_neighbours": self.train_set.average_neighbours(),
-        }
-        self.model = build_branch(branch_config).to(device=self.context.device, dtype=self.dtype)
-        self.statistics = {
-            "energy_shift_eV": fit_species_shifts(train_frames, self.species).tolist(),
-            "force_rms_eV_A": force_rms(train_frames),
-            "average_neighbours": branch_config["average_neighbours"],
-        }
-        self.model.set_energy_statistics(self.statistics["energy_shift_eV"], self.statistics["force_rms_eV_A"])
-        charges = config.model.electrostatics
-        if charges is not None and charges.charge_fit_bonded_below is not None:
-            fitted = fit_species_charges(train_frames, self.species, self.model.electrostatics, bonded_below=charges.charge_fit_bonded_below)
-            self.statistics["initial_species_charges_e"] = fitted.tolist()
-            with torch.no_grad():
-                self.model.species_charge.copy_(torch.as_tensor(fitted))
+        self.model = self._build_model(train_frames)
         self.parallel_model = self.context.wrap(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.settings.learning_rate, weight_decay=self.settings.weight_decay
         )
         self.state = RunState()
         self.last_validation_s = 0.0
+
+    def _build_model(self, train_frames: Sequence[Frame]):
+        """The seeded branch with statistics fitted on the training frames (and starting charges)."""
+        torch.manual_seed(self.settings.seed)
+        kwargs = self.config.model.branch_kwargs() | {
+            "species": self.species,
+            "average_neighbours": self.train_set.average_neighbours(),
+        }
+        model = build_branch(kwargs).to(device=self.context.device, dtype=self.dtype)
+        self.statistics = {
+            "energy_shift_eV": fit_species_shifts(train_frames, self.species).tolist(),
+            "force_rms_eV_A": force_rms(train_frames),
+            "average_neighbours": kwargs["average_neighbours"],
+        }
+        model.set_energy_statistics(self.statistics["energy_shift_eV"], self.statistics["force_rms_eV_A"])
+        electrostatics = self.config.model.electrostatics
+        if electrostatics is not None and electrostatics.charge_fit_bonded_below is not None:
+            charges = fit_species_charges(
+                train_frames, self.species, model.electrostatics, bonded_below=electrostatics.charge_fit_bonded_below
+            )
+            self.statistics["initial_species_charges_e"] = charges.tolist()
+            with torch.no_grad():
+                model.species_charge.copy_(torch.as_tensor(charges))
+        return model
 
     # ----------------------------------------------------------------- checkpoints
     def resume(self) -> None:
