@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,8 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", adascale, "train",
                "--config", "local", "--train", str(train), "--valid", str(valid), "--out", str(tmp_path / "ddp"), "--quiet",
                *sum((["--set", s] for s in SETTINGS), [])]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a shared 2-core machine: no oversubscription
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     frames = read_frames(train), read_frames(valid)

@@ -75,6 +75,8 @@ def setup_distributed() -> DistributedContext:
 
 
 def teardown_distributed() -> None:
-    """Leave the process group (if any)."""
+    """Leave the process group (if any), once every process got here: a rank that tears gloo
+    down while another still talks to it aborts ("terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
