@@ -64,7 +64,7 @@ def route(
 
     Example: adascale route pred_train.npz pred_valid.npz pred_test.npz --json route.json --out routers/
     """
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.cli.scales import _write_json
     from adascale.predictions import PredictionSet
@@ -74,7 +74,7 @@ def route(
     from adascale.scales.router_report import save_routers
     from adascale.scales.routers import TrainSettings
 
-    console = Console()
+    console = report_console()
     sets = [PredictionSet.load(path) for path in (train, valid, test)]
     if frames:
         _attach_geometry(sets, frames)
@@ -158,7 +158,7 @@ def mixture(
     --train split/train.extxyz --valid split/valid.extxyz --test split/test.extxyz --out runs/mixture --json mixture.json
     """
     import torch
-    from rich.console import Console
+    from adascale.report.console import report_console
 
     from adascale.cli.scales import _write_json
     from adascale.data.frames import read_frames
@@ -172,7 +172,7 @@ def mixture(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    console = Console()
+    console = report_console()
     branches = [load_branch(path) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
     if len(anchors) != len(branches) or anchors[0] != 0.0 or anchors[-1] != 1.0:
@@ -234,7 +234,7 @@ def md(
     --ensemble nve --temperature 300 --traj md.traj --log md.log
     """
     import torch
-    from rich.console import Console
+    from adascale.report.console import report_console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from adascale.data.frames import read_frames
@@ -249,7 +249,7 @@ def md(
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
     atoms = frames[frame].to_atoms()
     calculator = AdaScaleCalculator(model, dtype=dtype, mode=mode)
-    console = Console()
+    console = report_console()
     columns = (TextColumn("MD"), BarColumn(), TextColumn("{task.completed}/{task.total} steps  {task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("md", total=steps, status="")
