@@ -11,6 +11,9 @@ from typing import Optional
 import typer
 
 
+THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
+
+
 def register(app: typer.Typer) -> None:
     """Add ``route``, ``mixture`` and ``md`` to the root app."""
     app.command("route")(route)
@@ -46,6 +49,7 @@ def route(
     max_epochs: int = typer.Option(60, "--max-epochs", min=1, help="Most training epochs per router (early stopping on validation)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."),
     seed: int = typer.Option(0, "--seed", help="Seed of the router initialisation, minibatches and bootstrap."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Learn to pick each atom's scale without labels, and measure it on the test set.
 
@@ -64,16 +68,15 @@ def route(
 
     Example: adascale route pred_train.npz pred_valid.npz pred_test.npz --json route.json --out routers/
     """
-    from adascale.report.console import report_console
-
     from adascale.cli.scales import _write_json
     from adascale.predictions import PredictionSet
-    from adascale.report.console import methods_table
+    from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
     from adascale.scales.router_report import route as run_route
     from adascale.scales.router_report import save_routers
     from adascale.scales.routers import TrainSettings
 
+    _set_threads(threads)
     console = report_console()
     sets = [PredictionSet.load(path) for path in (train, valid, test)]
     if frames:
@@ -99,6 +102,14 @@ def route(
     _write_json(json_out, report, console)
 
 
+def _set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads for this command (the caller's choice; None keeps torch's)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _attach_geometry(sets: list, frames: list[Path]) -> None:
     """Compute geometric router features of each prediction set from its frame file."""
     import numpy as np
@@ -115,9 +126,6 @@ def _attach_geometry(sets: list, frames: list[Path]) -> None:
     )
     for predictions, path in zip(sets, frames):
         attach_router_features(predictions, read_frames(path, require_forces=False), spec, path=path)
-
-
-THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
 
 
 def mixture(
@@ -157,9 +165,6 @@ def mixture(
     Example: adascale mixture --model runs/branches/local --model runs/branches/long_range
     --train split/train.extxyz --valid split/valid.extxyz --test split/test.extxyz --out runs/mixture --json mixture.json
     """
-    import torch
-    from adascale.report.console import report_console
-
     from adascale.cli.scales import _write_json
     from adascale.data.frames import read_frames
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
@@ -167,11 +172,10 @@ def mixture(
     from adascale.errors import AdaScaleError
     from adascale.models.io import load_branch
     from adascale.predictions import PredictionSet
-    from adascale.report.console import methods_table
+    from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     console = report_console()
     branches = [load_branch(path) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
@@ -233,17 +237,15 @@ def md(
     Example: adascale md --model runs/mixture --data test.extxyz --steps 2000 --timestep-fs 1
     --ensemble nve --temperature 300 --traj md.traj --log md.log
     """
-    import torch
-    from adascale.report.console import report_console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from adascale.data.frames import read_frames
     from adascale.deploy.calculator import AdaScaleCalculator
     from adascale.deploy.md import run_md
     from adascale.errors import AdaScaleError
+    from adascale.report.console import report_console
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
