@@ -329,10 +329,8 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     """
     from adascale.deploy.fit_mixture import evaluate_frames
     from adascale.deploy.mixture import load_mixture
-    from adascale.report.metrics import FrameBootstrap, method_entry
     from adascale.scales.analysis import analyze
-    from adascale.scales.router_report import add_gains
-    from adascale.units import force_unit_factor
+    from adascale.scales.router_report import add_methods
 
     marker = run_dir / ".stages" / "report.json"
     if not marker.exists():
@@ -349,11 +347,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     router_losses = _router_losses(run_dir / "routers", test)
     _, mixed = evaluate_frames(load_mixture(run_dir / "mixture"), frames)
     losses = router_losses | {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
-    masks, factor = test.masks(), force_unit_factor(config.units)
-    bootstrap = FrameBootstrap(test.frame, masks, n_resamples=config.bootstrap)
-    for name, loss in losses.items():
-        report["methods"][name] = method_entry(loss, masks, bootstrap=bootstrap, factor=factor)
-    add_gains(report["methods"], list(losses))
+    add_methods(report, test, losses, n_resamples=config.bootstrap)
     report["refinement"] = json.loads((run_dir / "refine.json").read_text())["refinement"]
     report["settings"]["evaluated"] = {"run": str(run_dir), "data": str(data)}
     return report

@@ -32,10 +32,10 @@ from adascale.deploy.mixture import AdaptiveMixture
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
 from adascale.predictions import PredictionSet
-from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, method_entry
+from adascale.report.metrics import DEFAULT_RESAMPLES
 from adascale.scales.analysis import analyze
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, FeatureSpec
-from adascale.scales.router_report import add_gains
+from adascale.scales.router_report import add_methods
 from adascale.scales.routers import FitResult, RouterInputs, TrainSettings, fit_router
 from adascale.units import force_unit_factor
 
@@ -235,19 +235,15 @@ def fit_mixture(
 
     test, mixed = evaluate_frames(mixture, list(test_frames), progress=progress, stage="test")
     report = analyze(test, fit=valid, fit_label="validation frames", units=units, n_resamples=n_resamples)
-    masks, factor = test.masks(), force_unit_factor(units)
-    bootstrap = FrameBootstrap(test.frame, masks, n_resamples=n_resamples)
+    factor = force_unit_factor(units)
     weights = router_weights(mixture, test)
     losses = {
         "router_force_mixing": warm.router.sample_loss(test),
         "mixture_force_mixing": np.abs(np.einsum("nk,knc->nc", weights, test.pred) - test.ref).mean(axis=1),
         "mixture": np.abs(mixed - test.ref).mean(axis=1),
     }
-    methods = report["methods"]
-    for name, loss in losses.items():
-        methods[name] = method_entry(loss, masks, bootstrap=bootstrap, factor=factor)
-    add_gains(methods, list(losses))
-    methods["mixture"]["conservative"] = True
+    add_methods(report, test, losses, n_resamples=n_resamples)
+    report["methods"]["mixture"]["conservative"] = True
     report["mixture"] = {
         "settings": asdict(settings),
         "warm_start_valid_mae": warm.valid_mae * factor,

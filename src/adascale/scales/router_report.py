@@ -114,6 +114,16 @@ def candidate_blocks(inputs: RouterInputs) -> list[list[str]]:
     return [blocks] + ([[block for block in blocks if block != "latent"]] if "latent" in blocks else [])
 
 
+def add_methods(report: dict, predictions: PredictionSet, losses: dict[str, np.ndarray], *, n_resamples: int, seed: int = 0) -> None:
+    """Add one ``methods`` entry per per-sample loss (N,) eV/Å on ``predictions`` (MAE per subset
+    in the report's units, frame-bootstrap intervals), each with its gains (:func:`add_gains`)."""
+    masks, factor = predictions.masks(), force_unit_factor(report["units"])
+    bootstrap = FrameBootstrap(predictions.frame, masks, n_resamples=n_resamples, seed=seed)
+    for name, loss in losses.items():
+        report["methods"][name] = method_entry(loss, masks, bootstrap=bootstrap, factor=factor)
+    add_gains(report["methods"], list(losses))
+
+
 def add_gains(methods: dict, names: Sequence[str]) -> None:
     """Give each named method ``gain_recovered`` per subset against the best fixed anchor (as
     analyze does for every method) and ``gain_recovered_vs_best_global_s`` against the
