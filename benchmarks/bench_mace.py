@@ -37,7 +37,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import summary
-from adascale.models.io import atomic_write_bytes, atomic_write_json
+from adascale.files import atomic_write_bytes, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -115,7 +115,7 @@ def train(model: Model, data_dir: Path, out_dir: Path, budget_min: float, seed: 
     start = time.monotonic()
     run_logged(command, out_dir / "logs" / f"train_{model.name}.log")
     elapsed = time.monotonic() - start
-    atomic_write_json(directory / "bench_train.json", {"process_s": round(elapsed, 1), "command": shlex.join(command)})
+    write_json(directory / "bench_train.json", {"process_s": round(elapsed, 1), "command": shlex.join(command)})
 
 
 def training_record(model: Model, out_dir: Path) -> dict:
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         for model in MODELS:
             speeds[model.name].append(speed(model, args.data_dir, args.out_dir, multiple, args.repeats, args.threads))
     results = collect(args, analyses, speeds, command)
-    atomic_write_json(args.out_dir / "results.json", results)
+    write_json(args.out_dir / "results.json", results)
     markdown = summary.render_markdown(results)
     atomic_write_bytes(args.out_dir / "results.md", lambda f: f.write(markdown.encode()))
     print(markdown)

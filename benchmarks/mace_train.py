@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from mace import tools
 
-    from adascale.models.io import atomic_write_json
+    from adascale.files import write_json
     from mace.cli.run_train import run
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         **MACE_ARCH,
     }
-    atomic_write_json(args.out_dir / "train_info.json", info)
+    write_json(args.out_dir / "train_info.json", info)
     print(json.dumps(info), file=sys.stdout)
 
 

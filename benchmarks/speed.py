@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     result = {"calculator": args.calculator, "multiple": args.multiple, "n_atoms": len(atoms), "threads": args.threads}
     result.update(measure(calculator, atoms, args.repeats))
     result["load_average_1min"] = os.getloadavg()[0]  # other work on the machine slows every figure
-    from adascale.models.io import atomic_write_json
+    from adascale.files import write_json
 
-    atomic_write_json(args.json, result)
+    write_json(args.json, result)
     print(json.dumps(result))
 
 

@@ -32,7 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
-from adascale.data.frames import Frame, atomic_output, read_frames
+from adascale.data.frames import Frame, read_frames
+from adascale.files import atomic_output, write_json
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet
 from adascale.stages import StageRunner
@@ -221,7 +222,7 @@ def _refine(out: Path, config: RunConfig) -> None:
         units=config.units,
         n_resamples=config.bootstrap,
     )
-    _write_json(out / "refine.json", report)
+    write_json(out / "refine.json", report)
 
 
 def _route(out: Path, config: RunConfig) -> None:
@@ -237,7 +238,7 @@ def _route(out: Path, config: RunConfig) -> None:
         n_resamples=config.bootstrap,
     )
     save_routers(out / "routers", fits, selected)
-    _write_json(out / "route.json", report)
+    write_json(out / "route.json", report)
 
 
 def _mixture(out: Path, config: RunConfig) -> None:
@@ -258,7 +259,7 @@ def _mixture(out: Path, config: RunConfig) -> None:
         settings=settings, units=config.units, n_resamples=config.bootstrap,
     )
     save_mixture(out / "mixture", mixture)
-    _write_json(out / "mixture.json", report)
+    write_json(out / "mixture.json", report)
 
 
 def _report(out: Path, timings: dict[str, float]) -> None:
@@ -309,15 +310,9 @@ def finish_report(
     if timings:
         report["timings_s"] = timings
     report["plots"] = {name: f"{PLOTS_DIR}/{file}" for name, file in write_plots(report, out / PLOTS_DIR).items()}
-    _write_json(out / REPORT_JSON, report)
+    write_json(out / REPORT_JSON, report)
     with atomic_output(out / REPORT_MD) as tmp:
         tmp.write_text(render_markdown(report))
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2))
 
 
 def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", energy_key: str = "REF_energy") -> dict:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adascale.data.frames import atomic_output
+from adascale.files import atomic_output
 from adascale.data.regimes import DEFAULT_CLOSE_CONTACT_NM, DEFAULT_ION_SPECIES, subset_masks
 from adascale.errors import AdaScaleError, located
 

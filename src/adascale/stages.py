@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from adascale import __version__
-from adascale.data.frames import atomic_output
+from adascale.files import atomic_output
 
 
 def stable_hash(payload: object) -> str:

@@ -1,10 +1,9 @@
-"""Fixtures for the deployment tests (one torch thread, as in tests/models)."""
+"""Fixtures for the deployment tests: a tiny mixture and a periodic water-ion frame."""
 
 from __future__ import annotations
 
 import pytest
 from models.branch_checks import water_ion_frame
-from models.conftest import single_torch_thread  # noqa: F401  (autouse fixture, shared)
 from tiny_models import make_mixture
 
 from adascale.deploy.mixture import AdaptiveMixture

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from adascale.cli.common import set_threads, write_report
+
 
 THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
 
@@ -68,7 +70,6 @@ def route(
 
     Example: adascale route pred_train.npz pred_valid.npz pred_test.npz --json route.json --out routers/
     """
-    from adascale.cli.scales import _write_json
     from adascale.predictions import PredictionSet
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
@@ -76,7 +77,7 @@ def route(
     from adascale.scales.router_report import save_routers
     from adascale.scales.routers import TrainSettings
 
-    _set_threads(threads)
+    set_threads(threads)
     console = report_console()
     sets = [PredictionSet.load(path) for path in (train, valid, test)]
     if frames:
@@ -99,15 +100,7 @@ def route(
     if out is not None:
         save_routers(out, fits, selected)
         console.print(f"routers saved to {out}")
-    _write_json(json_out, report, console)
-
-
-def _set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads for this command (the caller's choice; None keeps torch's)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    write_report(json_out, report, console)
 
 
 def _attach_geometry(sets: list, frames: list[Path]) -> None:
@@ -165,7 +158,6 @@ def mixture(
     Example: adascale mixture --model runs/branches/local --model runs/branches/long_range
     --train split/train.extxyz --valid split/valid.extxyz --test split/test.extxyz --out runs/mixture --json mixture.json
     """
-    from adascale.cli.scales import _write_json
     from adascale.data.frames import read_frames
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
     from adascale.deploy.mixture import save_mixture
@@ -175,7 +167,7 @@ def mixture(
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
 
-    _set_threads(threads)
+    set_threads(threads)
     console = report_console()
     branches = [load_branch(path) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
@@ -197,7 +189,7 @@ def mixture(
     console.print(methods_table(report, title=f"Adaptive mixture on {test}"))
     console.print(f"mixture saved to {out}; validation MAE by fine-tuning epoch ({units}): "
                   + ", ".join(f"{row['valid_mae']:.2f}" for row in report["mixture"]["finetune_history"]))
-    _write_json(json_out, report, console)
+    write_report(json_out, report, console)
 
 
 def md(
@@ -245,7 +237,7 @@ def md(
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
 
-    _set_threads(threads)
+    set_threads(threads)
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")

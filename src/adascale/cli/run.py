@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from adascale.cli.common import write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -65,12 +66,10 @@ def evaluate(
 
     Example: adascale evaluate --run runs/default --data new_frames.extxyz --json eval.json
     """
-    from adascale.data.frames import atomic_output
     from adascale.pipeline import evaluate_run
     from adascale.report.console import methods_table, report_console
 
     report = evaluate_run(run_dir, data, forces_key=forces_key, energy_key=energy_key)
-    report_console().print(methods_table(report, title=f"Force MAE on {data}"))
-    if json_out is not None:
-        with atomic_output(json_out) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+    console = report_console()
+    console.print(methods_table(report, title=f"Force MAE on {data}"))
+    write_report(json_out, report, console)

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from adascale.cli.common import write_report
+
 PRED_HELP = "PredictionSet .npz written by `adascale predict` (labelled forces of K >= 2 anchor branches)."
 FIT_HELP = (
     "PredictionSet to fit on (e.g. the validation set's predictions; same anchors). "
@@ -64,7 +66,7 @@ def analyze(
     console.print(f"best_global_s fitted on: {report['settings']['fitted_on']}; routing per {granularity}")
     console.print(complementarity_table(report))
     console.print(distance_table(report, "ions"))
-    _write_json(json_out, report, console)
+    write_report(json_out, report, console)
 
 
 def refine(
@@ -112,7 +114,7 @@ def refine(
         )
     console.print(refinement_table(report))
     console.print(methods_table(report, title=f"Refined pool on {predictions}"))
-    _write_json(json_out, report, console)
+    write_report(json_out, report, console)
 
 
 def _load(predictions: Path, fit: Path | None) -> tuple:
@@ -123,17 +125,3 @@ def _load(predictions: Path, fit: Path | None) -> tuple:
     if fit is None:
         return target, None, None
     return target, PredictionSet.load(fit), str(fit)
-
-
-def _write_json(path: Path | None, report: dict, console: object) -> None:
-    """Write the report atomically; NaN is never valid JSON, so refuse it rather than write it."""
-    if path is None:
-        return
-    import json
-
-    from adascale.data.frames import atomic_output
-
-    text = json.dumps(report, indent=2, allow_nan=False)
-    with atomic_output(Path(path)) as tmp:
-        tmp.write_text(text + "\n")
-    console.print(f"report written to {path}")

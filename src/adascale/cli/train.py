@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from adascale.cli.common import set_threads
+
 TRAIN_HELP = """Train one branch (a force model of one spatial scale) on labelled frames.
 
 Loss: forces (eV/Å; optionally plus per-atom energies), AdamW with warm-up and cosine decay,
@@ -71,15 +73,12 @@ def train(
         overrides = [*overrides, f"training.time_budget_minutes={time_budget}"]
     settings = load_config(config or "local", overrides)
 
-    import torch
-
     from adascale.data.frames import read_frames
     from adascale.training.checkpoint import CHECKPOINT_FILE
     from adascale.training.distributed import setup_distributed, teardown_distributed
     from adascale.training.trainer import Trainer
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if not resume and (out / CHECKPOINT_FILE).exists():
         raise AdaScaleError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
@@ -111,15 +110,13 @@ def predict(
 ) -> None:
     import time
 
-    import torch
     from rich.progress import Progress
 
     from adascale.data.frames import read_frames
     from adascale.models.inference import calculator_forces, is_calculator_spec, model_forces
     from adascale.models.inference import predict as build_prediction_set
 
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
     branches = list(models) + list(calculators)
     n_atoms = sum(len(f) for f in frames)

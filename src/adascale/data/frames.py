@@ -10,9 +10,7 @@ one :class:`~adascale.errors.AdaScaleError` line naming the file, frame and fiel
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import ase.io
 import numpy as np
 
 from adascale.errors import AdaScaleError, located
+from adascale.files import atomic_output
 
 DEFAULT_FORCES_KEY = "REF_forces"
 DEFAULT_ENERGY_KEY = "REF_energy"
@@ -145,21 +144,6 @@ def write_frames(path: str | os.PathLike, frames: Sequence[Frame], *, info: dict
         images.append(atoms)
     with atomic_output(path) as tmp:
         ase.io.write(tmp, images, format="extxyz")
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it vanishes.
-
-    Readers never see a half-written file, and an interrupted write leaves the old one intact.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"  # created by the writer, with the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def periodic_widths(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from adascale import __version__
-from adascale.data.frames import Frame, atomic_output, write_frames
+from adascale.data.frames import Frame, write_frames
+from adascale.files import atomic_output
 from adascale.errors import AdaScaleError
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
 

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
-from adascale.models.io import atomic_write_bytes, atomic_write_json, build_branch
+from adascale.files import atomic_write_bytes, write_json
+from adascale.models.io import build_branch
 from adascale.scales.features import FeatureSpec, geometric_features
 from adascale.scales.routers import RouterNet, anchor_weights
 
@@ -124,7 +125,7 @@ def save_mixture(directory: str | os.PathLike, mixture: AdaptiveMixture, metadat
     """``weights.pt`` (state_dict) then ``mixture.json`` (config + ``metadata``), each atomically."""
     directory = Path(directory)
     atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(mixture.state_dict(), f))
-    atomic_write_json(directory / CONFIG_FILE, {"mixture": mixture.config(), **(metadata or {})})
+    write_json(directory / CONFIG_FILE, {"mixture": mixture.config(), **(metadata or {})})
 
 
 def is_mixture_dir(directory: str | os.PathLike) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from adascale.data.frames import atomic_output
 from adascale.errors import AdaScaleError
+from adascale.files import atomic_write_bytes, write_json
 from adascale.models.base import Branch
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
@@ -38,22 +38,11 @@ def build_branch(config: dict) -> Branch:
         raise AdaScaleError(f"invalid settings for a {kind} branch: {exc}") from None
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, then atomically replace ``path``."""
-    with atomic_output(Path(path)) as temp, open(temp, "wb") as file:
-        write(file)
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write_bytes(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
-
-
 def save_branch(directory: str | os.PathLike, branch: Branch, config: dict | None = None) -> None:
     """Write ``weights.pt`` and ``branch.json`` (``{"branch": ..., **config}``) into ``directory``."""
     directory = Path(directory)
     atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(branch.state_dict(), f))
-    atomic_write_json(directory / CONFIG_FILE, {**(config or {}), "branch": branch.config()})
+    write_json(directory / CONFIG_FILE, {**(config or {}), "branch": branch.config()})
 
 
 def read_branch_config(directory: str | os.PathLike) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from adascale.data.frames import atomic_output
+from adascale.files import atomic_output
 
 #: The methods drawn in the distance and species plots, when the report has them.
 PLOTTED_METHODS: tuple[str, ...] = (

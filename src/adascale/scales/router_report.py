@@ -142,13 +142,12 @@ def add_gains(methods: dict, names: Sequence[str]) -> None:
 
 def save_routers(directory: str | Path, fits: dict[str, FitResult], selected: str) -> None:
     """``DIR/hard/``, ``DIR/soft/`` (one router each) and ``DIR/selected.json`` naming the chosen kind."""
-    from adascale.data.frames import atomic_output
+    from adascale.files import write_json
 
     directory = Path(directory)
     for kind, fit in fits.items():
         fit.router.save(directory / kind)
-    with atomic_output(directory / SELECTION_FILE) as tmp:
-        tmp.write_text(json.dumps({"selected": selected, "valid_mae_eV_A": {k: f.valid_mae for k, f in fits.items()}}, indent=2))
+    write_json(directory / SELECTION_FILE, {"selected": selected, "valid_mae_eV_A": {k: f.valid_mae for k, f in fits.items()}})
 
 
 def load_selected_router(directory: str | Path) -> Router:

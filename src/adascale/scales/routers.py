@@ -239,13 +239,11 @@ class Router:
 
     def save(self, directory: str | Path) -> None:
         """``router.json`` (config) and ``router.pt`` (state_dict), each written atomically."""
-        from adascale.data.frames import atomic_output
+        from adascale.files import atomic_write_bytes, write_json
 
         directory = Path(directory)
-        with atomic_output(directory / WEIGHTS_FILE) as tmp:
-            torch.save(self.net.state_dict(), tmp)
-        with atomic_output(directory / CONFIG_FILE) as tmp:
-            tmp.write_text(json.dumps(asdict(self.config), indent=2))
+        atomic_write_bytes(directory / WEIGHTS_FILE, lambda file: torch.save(self.net.state_dict(), file))
+        write_json(directory / CONFIG_FILE, asdict(self.config))
 
     @classmethod
     def load(cls, directory: str | Path) -> Router:

@@ -31,7 +31,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adascale.data.frames import Frame, check_cutoff
 from adascale.data.regimes import subset_masks
 from adascale.errors import AdaScaleError
-from adascale.models.io import atomic_write_bytes, atomic_write_json, build_branch, save_branch
+from adascale.files import atomic_write_bytes, write_json
+from adascale.models.io import build_branch, save_branch
 from adascale.training.charges import fit_species_charges
 from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from adascale.training.config import TrainConfig, config_to_yaml
@@ -348,7 +349,7 @@ class Trainer:
     def _update_metrics(self, values: dict) -> None:
         path = self.out_dir / METRICS_FILE
         current = json.loads(path.read_text()) if path.is_file() else {}
-        atomic_write_json(path, current | values)
+        write_json(path, current | values)
 
 
 def _progress_bar(enabled: bool) -> Progress:
