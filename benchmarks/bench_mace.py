@@ -136,9 +136,14 @@ def training_record(model: Model, out_dir: Path) -> dict:
     return record
 
 
-def predict(family: str, split: str, data_dir: Path, out_dir: Path) -> Path:
-    """Predictions of one family's (short, long) pair on one split, as a PredictionSet file."""
+def predict(family: str, split: str, data_dir: Path, out_dir: Path, *, reuse: bool = False) -> Path:
+    """Predictions of one family's (short, long) pair on one split, as a PredictionSet file
+    (``reuse``: take the file an earlier run wrote; it must exist)."""
     out = out_dir / "predictions" / f"{family}_{split}.npz"
+    if reuse:
+        if not out.is_file():
+            raise SystemExit(f"--skip-predict: {out} is missing; run without --skip-predict first")
+        return out
     models = [m for m in MODELS if m.family == family]
     command = adascale_command("predict", "--data", str(data_dir / f"{split}.extxyz"), "--out", str(out))
     for model in models:
@@ -158,7 +163,7 @@ def scale_analysis(test: Path, valid: Path) -> tuple[dict, dict]:
     return analysis, refinement
 
 
-def speed(model: Model, data_dir: Path, out_dir: Path, multiple: int, repeats: int, threads: int) -> dict:
+def speed(model: Model, data_dir: Path, out_dir: Path, multiple: int, repeats: int, threads: int, default_malloc: bool) -> dict:
     """Atoms/s and peak memory of one model on the first test frame tiled ``multiple`` times.
 
     A failure (e.g. out of memory on the largest system) is recorded as ``error`` in the row,
@@ -169,6 +174,7 @@ def speed(model: Model, data_dir: Path, out_dir: Path, multiple: int, repeats: i
         sys.executable, str(HERE / "speed.py"), "--calculator", model.calculator(out_dir),
         "--data", str(data_dir / "test.extxyz"), "--multiple", str(multiple),
         "--repeats", str(repeats), "--threads", str(threads), "--json", str(out),
+        *(["--default-malloc"] if default_malloc else []),
     ]  # fmt: skip
     out.unlink(missing_ok=True)
     error = run_logged(command, out_dir / "logs" / f"speed_{model.name}_x{multiple}.log", check=False)
@@ -250,10 +256,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path("runs/testbed/split"), help="folder with train/valid/test.extxyz")
     parser.add_argument("--out-dir", type=Path, default=Path("runs/bench"), help="models, predictions, logs and results")
     parser.add_argument("--skip-train", action="store_true", help="reuse the models already in OUT_DIR/models")
+    parser.add_argument(
+        "--skip-predict", action="store_true", help="reuse the predictions already in OUT_DIR/predictions (implies --skip-train)"
+    )
     parser.add_argument("--sizes", default="1,2,4,8", help="system sizes for the speed test, as multiples of the frame")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per model and size (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the speed test")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="speed test with glibc's default allocator settings (see speed.py)"
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     return args
@@ -262,17 +274,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = shlex.join(["python", "benchmarks/bench_mace.py", *(sys.argv[1:] if argv is None else argv)])
-    if not args.skip_train:
+    if not (args.skip_train or args.skip_predict):
         for model in MODELS:
             train(model, args.data_dir, args.out_dir, args.budget_min, args.seed)
     analyses = {}
     for family in FAMILIES:
-        valid, test = (predict(family, split, args.data_dir, args.out_dir) for split in SPLITS)
+        valid, test = (predict(family, split, args.data_dir, args.out_dir, reuse=args.skip_predict) for split in SPLITS)
         analyses[family] = scale_analysis(test, valid)
     speeds: dict[str, list[dict]] = {m.name: [] for m in MODELS}
     for multiple in args.sizes:  # all models at one size before the next: load drift hits them alike
         for model in MODELS:
-            speeds[model.name].append(speed(model, args.data_dir, args.out_dir, multiple, args.repeats, args.threads))
+            speeds[model.name].append(
+                speed(model, args.data_dir, args.out_dir, multiple, args.repeats, args.threads, args.default_malloc)
+            )
     results = collect(args, analyses, speeds, command)
     write_json(args.out_dir / "results.json", results)
     markdown = summary.render_markdown(results)

@@ -5,7 +5,10 @@ concentration, ``multiple`` times the atoms). One warm-up call, then ``repeats``
 energy+force+stress calls, each from scratch (neighbour list included, as in MD); the figure is
 atoms per second of the fastest call (other work on a shared machine only ever slows a call
 down), with the median beside it. Memory is this process's peak resident set
-(``ru_maxrss``): run one process per (model, size) so peaks do not mix. Writes one JSON file:
+(``ru_maxrss``): run one process per (model, size) so peaks do not mix. Like ``adascale md``, it
+first lets glibc keep freed memory (:func:`adascale.runtime.keep_freed_memory`; the same for every
+model, ``--default-malloc`` to measure without), so large systems are not timed paying page
+faults for tensors re-mapped on every call. Writes one JSON file:
 
     PYTHONPATH=benchmarks python benchmarks/speed.py \
         --calculator calculators:mace_calculator:M.model --data test.extxyz --multiple 4 --json x4.json
@@ -77,18 +80,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, required=True, help="where to write the result")
+    parser.add_argument(
+        "--default-malloc", action="store_true",
+        help="keep glibc's default of mapping and unmapping every block above 32 MiB (page faults on every call)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     import ase.io
     import torch
 
     from adascale.models.inference import load_calculator
+    from adascale.runtime import keep_freed_memory
 
     torch.set_num_threads(args.threads)
+    kept = not args.default_malloc and keep_freed_memory()  # as adascale md does; the same for every model
     atoms = ase.io.read(args.data, index=args.frame)
     atoms = atoms.repeat(tiling(args.multiple))
     calculator = load_calculator(args.calculator)
-    result = {"calculator": args.calculator, "multiple": args.multiple, "n_atoms": len(atoms), "threads": args.threads}
+    result = {
+        "calculator": args.calculator, "multiple": args.multiple, "n_atoms": len(atoms), "threads": args.threads,
+        "malloc": "freed memory kept" if kept else "glibc default",
+    }  # fmt: skip
     result.update(measure(calculator, atoms, args.repeats))
     result["load_average_1min"] = os.getloadavg()[0]  # other work on the machine slows every figure
     from adascale.files import write_json

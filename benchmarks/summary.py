@@ -123,7 +123,9 @@ def _speed_table(speed: dict, cores: int) -> list[str]:
         "",
         "Exponent: slope of log(seconds per call) against log(atoms); 1 is linear. "
         f"Machine load (1-min average) during the timings: {min(loads, default=0):.1f} to {max(loads, default=0):.1f} "
-        f"on {cores} cores.",
+        f"on {cores} cores. Memory allocator: "
+        + ", ".join(sorted({row.get("malloc", "glibc default") for rows in speed["models"].values() for row in rows if "error" not in row}))
+        + " (the same for every model; see speed.py).",
     ]
     failures = [f"{name} x{row['multiple']}: {row['error']}" for name, rows in speed["models"].items() for row in rows if "error" in row]
     lines += [f"- failed: {failure}" for failure in failures]

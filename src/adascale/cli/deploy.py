@@ -236,8 +236,10 @@ def md(
     from adascale.deploy.md import run_md
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
+    from adascale.runtime import keep_freed_memory
 
     set_threads(threads)
+    keep_freed_memory()  # large systems: no page faults re-mapping the same tensors every step
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
