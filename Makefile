@@ -25,7 +25,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_scales.py
 
-# adascale beside MACE (installs mace-torch into the venv; about 1.5 h with the default 15 min budgets)
+# adascale beside MACE (installs mace-torch into the venv; about 1 h 25 min with the default 15 min budgets)
 bench-mace: setup
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_mace.py --data-dir $(or $(DATA),runs/testbed/split) --out-dir $(or $(BENCH_OUT),runs/bench)
