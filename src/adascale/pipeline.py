@@ -33,9 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from adascale.data.frames import Frame, read_frames
-from adascale.files import atomic_output, write_json
 from adascale.errors import AdaScaleError
+from adascale.files import atomic_output, write_json
 from adascale.predictions import PredictionSet
+from adascale.runtime import prepare_compute
 from adascale.stages import StageRunner
 
 SPLITS = ("train", "valid", "test")
@@ -115,7 +116,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     """Run (or resume) every stage into ``out``; returns the report dictionary."""
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    _set_threads(config.threads)
+    prepare_compute(config.threads)
     with atomic_output(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     stages = StageRunner(out, console)
@@ -139,13 +140,6 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     stages.run("mixture", mixture_settings, lambda: _mixture(out, config), after=trained + ("split",))
     stages.run("report", config.units, lambda: _report(out, stages.timings), after=("route", "mixture"))
     return json.loads((out / REPORT_JSON).read_text())
-
-
-def _set_threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def _generate(config: RunConfig, path: Path) -> None:

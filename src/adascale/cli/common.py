@@ -5,14 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads for this command (the caller's choice; None keeps torch's default)."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def write_report(path: Path | None, report: dict, console: object) -> None:
     """Write a verb's report as strict JSON (atomically) when ``--json`` was given, and say where."""
     if path is None:

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from adascale.cli.common import set_threads, write_report
+from adascale.cli.common import write_report
+from adascale.runtime import prepare_compute
 
 
 THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
@@ -77,7 +78,7 @@ def route(
     from adascale.scales.router_report import save_routers
     from adascale.scales.routers import TrainSettings
 
-    set_threads(threads)
+    prepare_compute(threads)
     console = report_console()
     sets = [PredictionSet.load(path) for path in (train, valid, test)]
     if frames:
@@ -167,7 +168,7 @@ def mixture(
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
 
-    set_threads(threads)
+    prepare_compute(threads)
     console = report_console()
     branches = [load_branch(path) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
@@ -236,10 +237,8 @@ def md(
     from adascale.deploy.md import run_md
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
-    from adascale.runtime import keep_freed_memory
 
-    set_threads(threads)
-    keep_freed_memory()  # large systems: no page faults re-mapping the same tensors every step
+    prepare_compute(threads)
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
