@@ -170,10 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     from mace import tools
 
     from adascale.files import write_json
-    from adascale.runtime import keep_freed_memory
     from mace.cli.run_train import run
-
-    keep_freed_memory()  # as adascale train does: the same allocator for both trainers
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     budget = install_budget(args.budget_min * 60.0)

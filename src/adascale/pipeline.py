@@ -36,7 +36,7 @@ from adascale.data.frames import Frame, read_frames
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.predictions import PredictionSet
-from adascale.runtime import prepare_compute
+from adascale.runtime import set_threads
 from adascale.stages import StageRunner
 
 SPLITS = ("train", "valid", "test")
@@ -116,7 +116,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     """Run (or resume) every stage into ``out``; returns the report dictionary."""
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    prepare_compute(config.threads)
+    set_threads(config.threads)
     with atomic_output(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     stages = StageRunner(out, console)

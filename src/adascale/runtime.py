@@ -22,8 +22,10 @@ def keep_freed_memory() -> bool:
     again (10^5 edges x 64 features x 3 components in float32 is already 77 MB). Serving
     them from the heap and keeping the freed top makes the cost per atom flat from 1,496 to
     5,984 atoms (measured for the 3.5 Å branch and for MACE alike; ``benchmarks/speed.py``),
-    at the price of a higher peak resident set. Returns False (and changes nothing) where the
-    C library is not glibc.
+    at the price of a higher peak resident set: freed blocks are not returned, so work whose
+    tensor sizes vary can fragment the heap (MACE r_max 6.0 training with it exceeded 24 GiB and
+    was killed). Meant for a fixed system evaluated many times (MD, timing); not used in
+    training. Returns False (and changes nothing) where the C library is not glibc.
     """
     name = ctypes.util.find_library("c")
     try:
@@ -35,11 +37,9 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_TOP))
 
 
-def prepare_compute(threads: int | None) -> None:
-    """Process settings of every command that runs a model: torch's CPU threads (None keeps
-    torch's default) and :func:`keep_freed_memory` (measured, same time budget: 1.2x the training steps
-    for the 6.0 Å branch, 2.2x for MACE at r_max 3.5 with batches of 4 frames)."""
-    keep_freed_memory()
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this command (None keeps torch's default)."""
     if threads is not None:
         import torch
 

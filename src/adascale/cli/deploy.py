@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from adascale.cli.common import write_report
-from adascale.runtime import prepare_compute
+from adascale.runtime import set_threads
 
 
 THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
@@ -78,7 +78,7 @@ def route(
     from adascale.scales.router_report import save_routers
     from adascale.scales.routers import TrainSettings
 
-    prepare_compute(threads)
+    set_threads(threads)
     console = report_console()
     sets = [PredictionSet.load(path) for path in (train, valid, test)]
     if frames:
@@ -168,7 +168,7 @@ def mixture(
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
 
-    prepare_compute(threads)
+    set_threads(threads)
     console = report_console()
     branches = [load_branch(path) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
@@ -237,8 +237,10 @@ def md(
     from adascale.deploy.md import run_md
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
+    from adascale.runtime import keep_freed_memory
 
-    prepare_compute(threads)
+    set_threads(threads)
+    keep_freed_memory()  # one system size every step: no page faults re-mapping the same tensors
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from adascale.runtime import prepare_compute
+from adascale.runtime import set_threads
 
 TRAIN_HELP = """Train one branch (a force model of one spatial scale) on labelled frames.
 
@@ -78,7 +78,7 @@ def train(
     from adascale.training.distributed import setup_distributed, teardown_distributed
     from adascale.training.trainer import Trainer
 
-    prepare_compute(threads)
+    set_threads(threads)
     if not resume and (out / CHECKPOINT_FILE).exists():
         raise AdaScaleError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
@@ -116,7 +116,7 @@ def predict(
     from adascale.models.inference import calculator_forces, is_calculator_spec, model_forces
     from adascale.models.inference import predict as build_prediction_set
 
-    prepare_compute(threads)
+    set_threads(threads)
     frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
     branches = list(models) + list(calculators)
     n_atoms = sum(len(f) for f in frames)
