@@ -116,7 +116,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     """Run (or resume) every stage into ``out``; returns the report dictionary."""
     console = console or Console()
     out.mkdir(parents=True, exist_ok=True)
-    set_threads(config.threads)
+    set_threads(config.threads or None)  # 0, like None, leaves torch's choice
     with atomic_output(out / "config.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     stages = StageRunner(out, console)

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adascale.files import atomic_output
 from adascale.data.regimes import DEFAULT_CLOSE_CONTACT_NM, DEFAULT_ION_SPECIES, subset_masks
 from adascale.errors import AdaScaleError, located
+from adascale.files import atomic_output
 
 ARRAY_FIELDS: tuple[str, ...] = ("ref", "pred", "scales", "species", "frame", "atom", "d_ion")
 JSON_FIELDS: tuple[str, ...] = ("branch_names", "metadata")

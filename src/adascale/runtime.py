@@ -1,6 +1,7 @@
-"""Process-wide settings for long inference loops (MD, predict on large systems).
+"""Process-wide settings a command makes once, at start: torch's CPU threads and, for long
+inference loops on one system (MD, timing), glibc's handling of freed memory.
 
-Nothing here runs on import: a command or a script calls it once, at start.
+Nothing here runs on import.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_TOP))
-
 
 
 def set_threads(threads: int | None) -> None:

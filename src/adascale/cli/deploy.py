@@ -11,8 +11,7 @@ from typing import Optional
 import typer
 
 from adascale.cli.common import write_report
-from adascale.runtime import set_threads
-
+from adascale.runtime import keep_freed_memory, set_threads
 
 THREADS_HELP = "CPU threads for torch (default: torch's choice). 1 is fastest on a busy machine."
 
@@ -237,7 +236,6 @@ def md(
     from adascale.deploy.md import run_md
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
-    from adascale.runtime import keep_freed_memory
 
     set_threads(threads)
     keep_freed_memory()  # one system size every step: no page faults re-mapping the same tensors

@@ -28,8 +28,8 @@ import numpy as np
 
 from adascale import __version__
 from adascale.data.frames import Frame, write_frames
-from adascale.files import atomic_output
 from adascale.errors import AdaScaleError
+from adascale.files import atomic_output
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
 
 FORCEFIELD = "amber14/spce.xml"

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
-from adascale.models.base import Branch
 from adascale.files import atomic_write_bytes, write_json
+from adascale.models.base import Branch
 from adascale.models.io import build_branch
 from adascale.scales.features import FeatureSpec, geometric_features
 from adascale.scales.routers import RouterNet, anchor_weights
