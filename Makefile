@@ -20,6 +20,8 @@ run: setup
 	$(BIN)/adascale run --out $(OUT)
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2
 
 bench: setup

@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         for frame in frames:
             reference = torch.as_tensor(frame.forces, dtype=torch.float32)
 
-            def inference(frame=frame):
+            def inference(frame=frame, branch=branch):
                 branch.eval()
                 branch(AtomsBatch.from_frames([frame], branch.cutoff))
 
-            def training_step(frame=frame, reference=reference):
+            def training_step(frame=frame, reference=reference, branch=branch):
                 branch.train()
                 batch = AtomsBatch.from_frames([frame], branch.cutoff)
                 ((branch(batch)["forces"] - reference) ** 2).mean().backward()

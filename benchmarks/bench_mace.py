@@ -131,7 +131,10 @@ def training_record(model: Model, out_dir: Path) -> dict:
     else:
         training = json.loads((directory / "metrics.json").read_text())["training"]
         record.update(
-            train_s=round(training["elapsed_s"], 1), epochs=training["epochs"], steps=training["steps"], stopped=training["stopped"]
+            train_s=round(training["elapsed_s"], 1),
+            epochs=training["epochs"],
+            steps=training["steps"],
+            stopped=training["stopped"],
         )
     return record
 
@@ -210,9 +213,7 @@ def collect(args: argparse.Namespace, analyses: dict, speeds: dict[str, list[dic
     for model in MODELS:
         anchor = "fixed_s0" if model.scale == "short" else "fixed_s1"
         per_model[model.name] = analysis[model.family]["methods"][anchor]
-    by_scale = {
-        family: {m.scale: per_model[m.name] for m in MODELS if m.family == family} for family in FAMILIES
-    }
+    by_scale = {family: {m.scale: per_model[m.name] for m in MODELS if m.family == family} for family in FAMILIES}
     speed_by_scale = {family: {m.scale: speeds[m.name] for m in MODELS if m.family == family} for family in FAMILIES}
     results = {
         "command": command,

@@ -168,16 +168,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
     from mace import tools
+    from mace.cli.run_train import run
 
     from adascale.files import write_json
-    from mace.cli.run_train import run
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     budget = install_budget(args.budget_min * 60.0)
     mace_args = tools.build_default_arg_parser().parse_args(
-        mace_arguments(
-            args.train, args.valid, args.out_dir, args.name, args.r_max, args.seed, args.batch_size, args.max_epochs
-        )
+        mace_arguments(args.train, args.valid, args.out_dir, args.name, args.r_max, args.seed, args.batch_size, args.max_epochs)
     )
     run(mace_args)
     model_path = args.out_dir / f"{args.name}.model"

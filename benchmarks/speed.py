@@ -24,7 +24,6 @@ import statistics
 import time
 from pathlib import Path
 
-
 #: What every model computes per call: MACE's calculator always computes the stress of a
 #: periodic cell, so the others are asked for it too.
 PROPERTIES = ["energy", "forces", "stress"]

@@ -44,8 +44,7 @@ def speed_ratios(
     """Per scale, adascale's ``key`` / MACE's at each size (atoms/s: above 1, adascale is faster;
     peak_rss_mb: below 1, it needs less memory); None where either run failed."""
     return {
-        scale: [_ratio(a.get(key), m.get(key)) for a, m in zip(adascale[scale], mace[scale], strict=True)]
-        for scale in SCALES
+        scale: [_ratio(a.get(key), m.get(key)) for a, m in zip(adascale[scale], mace[scale], strict=True)] for scale in SCALES
     }
 
 
@@ -124,10 +123,16 @@ def _speed_table(speed: dict, cores: int) -> list[str]:
         "Exponent: slope of log(seconds per call) against log(atoms); 1 is linear. "
         f"Machine load (1-min average) during the timings: {min(loads, default=0):.1f} to {max(loads, default=0):.1f} "
         f"on {cores} cores. Memory allocator: "
-        + ", ".join(sorted({row.get("malloc", "glibc default") for rows in speed["models"].values() for row in rows if "error" not in row}))
+        + ", ".join(
+            sorted(
+                {row.get("malloc", "glibc default") for rows in speed["models"].values() for row in rows if "error" not in row}
+            )
+        )
         + " (the same for every model; see speed.py).",
     ]
-    failures = [f"{name} x{row['multiple']}: {row['error']}" for name, rows in speed["models"].items() for row in rows if "error" in row]
+    failures = [
+        f"{name} x{row['multiple']}: {row['error']}" for name, rows in speed["models"].items() for row in rows if "error" in row
+    ]
     lines += [f"- failed: {failure}" for failure in failures]
     return lines
 

@@ -37,7 +37,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     arrays = make_arrays(k=3)
     features = np.arange(12 * 5, dtype=float).reshape(12, 5)
     per_branch = np.ones((3, 12, 2))
-    ps = PredictionSet(**arrays, metadata={"close_contact_nm": 0.5, "note": "x"}, extras={"features": features, "latent": per_branch})
+    ps = PredictionSet(
+        **arrays, metadata={"close_contact_nm": 0.5, "note": "x"}, extras={"features": features, "latent": per_branch}
+    )
     path = tmp_path / "sub" / "pred.npz"
     ps.save(path)
     back = PredictionSet.load(path)

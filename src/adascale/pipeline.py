@@ -249,8 +249,14 @@ def _mixture(out: Path, config: RunConfig) -> None:
     frames = {split: read_frames(out / "data" / f"{split}.extxyz") for split in SPLITS}
     scales = PredictionSet.default_scales(len(branches))
     mixture, report = fit_mixture(
-        branches, scales, frames["train"], frames["valid"], frames["test"],
-        settings=settings, units=config.units, n_resamples=config.bootstrap,
+        branches,
+        scales,
+        frames["train"],
+        frames["valid"],
+        frames["test"],
+        settings=settings,
+        units=config.units,
+        n_resamples=config.bootstrap,
     )
     save_mixture(out / "mixture", mixture)
     write_json(out / "mixture.json", report)
@@ -330,8 +336,12 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     test = predictions_for(_branch_dirs(run_dir, config), frames, data, names)
     pool = json.loads((run_dir / "refine.json").read_text())["refinement"]["final"]
     report = analyze(
-        test, fit=_load_predictions(run_dir, "valid"), fit_label=f"validation set of {run_dir}", pool=pool,
-        units=config.units, n_resamples=config.bootstrap,
+        test,
+        fit=_load_predictions(run_dir, "valid"),
+        fit_label=f"validation set of {run_dir}",
+        pool=pool,
+        units=config.units,
+        n_resamples=config.bootstrap,
     )
     router_losses = _router_losses(run_dir / "routers", test)
     _, mixed = evaluate_frames(load_mixture(run_dir / "mixture"), frames)

@@ -75,7 +75,17 @@ def test_split_frames_in_contiguous_blocks():
 def test_split_command_writes_train_valid_test(tmp_path, monkeypatch, capsys):
     frames = [_contact_frame(k * 0.1) for k in range(7)]
     write_frames(tmp_path / "all.extxyz", frames, info={"gen_seed": 5})
-    code, out, _ = _run(monkeypatch, capsys, "data", "split", str(tmp_path / "all.extxyz"), "--sizes", "3,2,1", "--out-dir", str(tmp_path / "split"))
+    code, out, _ = _run(
+        monkeypatch,
+        capsys,
+        "data",
+        "split",
+        str(tmp_path / "all.extxyz"),
+        "--sizes",
+        "3,2,1",
+        "--out-dir",
+        str(tmp_path / "split"),
+    )
     assert code == 0 and "(1 left out)" in out
     parts = {name: read_frames(tmp_path / "split" / f"{name}.extxyz") for name in ("train", "valid", "test")}
     assert [f.energy for name in ("train", "valid", "test") for f in parts[name]] == [f.energy for f in frames[:6]]
@@ -84,11 +94,18 @@ def test_split_command_writes_train_valid_test(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     ("sizes", "match"),
-    [("3,2", "needs three numbers"), ("a,b,c", "must be three integers"), ("5,2,1", "add up to 8 frames but there are only 7"), ("6,0,1", "at least one frame")],
+    [
+        ("3,2", "needs three numbers"),
+        ("a,b,c", "must be three integers"),
+        ("5,2,1", "add up to 8 frames but there are only 7"),
+        ("6,0,1", "at least one frame"),
+    ],
 )
 def test_split_command_errors(tmp_path, monkeypatch, capsys, sizes, match):
     write_frames(tmp_path / "all.extxyz", [_contact_frame(k * 0.1) for k in range(7)])
-    code, _, err = _run(monkeypatch, capsys, "data", "split", str(tmp_path / "all.extxyz"), "--sizes", sizes, "--out-dir", str(tmp_path / "s"))
+    code, _, err = _run(
+        monkeypatch, capsys, "data", "split", str(tmp_path / "all.extxyz"), "--sizes", sizes, "--out-dir", str(tmp_path / "s")
+    )
     assert code == 2 and match in err and err.count("\n") == 1
     assert not (tmp_path / "s").exists()  # nothing written half-way
 

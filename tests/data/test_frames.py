@@ -23,7 +23,14 @@ def _labelled(rng, **kwargs):
 def test_write_then_read_round_trips_frames_and_info(tmp_path, rng):
     cell = np.array([[7.0, 0, 0], [1.5, 6.5, 0], [-0.7, 1.1, 7.2]])
     frames = [
-        Frame(np.array([8, 1, 1, 11]), rng.uniform(0, 6, (4, 3)), cell, np.array([True] * 3), rng.normal(size=(4, 3)), -12.345678901234)
+        Frame(
+            np.array([8, 1, 1, 11]),
+            rng.uniform(0, 6, (4, 3)),
+            cell,
+            np.array([True] * 3),
+            rng.normal(size=(4, 3)),
+            -12.345678901234,
+        )
         for _ in range(3)
     ]
     path = tmp_path / "sub" / "frames.extxyz"
@@ -144,7 +151,9 @@ def test_check_cutoff_enforces_twice_the_cutoff(rng):
     cell = np.array([[10.0, 0, 0], [3.0, 9.0, 0], [0, 0, 12.0]])  # narrowest width: 9 Å along b
     frame = Frame(np.array([1]), np.zeros((1, 3)), cell, np.array([True] * 3), None, None)
     check_cutoff(frame, 4.5)
-    with pytest.raises(AdaScaleError, match=r"f\.xyz: frame 4: field 'cell': cell too small for cutoff 4\.6 Å: width 9\.000 Å along b"):
+    with pytest.raises(
+        AdaScaleError, match=r"f\.xyz: frame 4: field 'cell': cell too small for cutoff 4\.6 Å: width 9\.000 Å along b"
+    ):
         check_cutoff(frame, 4.6, path="f.xyz", index=4)
     frame.pbc = np.array([True, False, True])  # b is no longer periodic: a's width is now its full length
     check_cutoff(frame, 5.0)

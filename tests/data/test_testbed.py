@@ -34,7 +34,10 @@ def _openmm_labels(frame):
         if frame.numbers[k] == 8:  # water: O, H, H
             assert frame.numbers[k + 1 : k + 3].tolist() == [1, 1]
             residue = topology.addResidue("HOH", chain)
-            o, h1, h2 = (topology.addAtom(n, e, residue) for n, e in (("O", app.element.oxygen), ("H1", app.element.hydrogen), ("H2", app.element.hydrogen)))
+            o, h1, h2 = (
+                topology.addAtom(n, e, residue)
+                for n, e in (("O", app.element.oxygen), ("H1", app.element.hydrogen), ("H2", app.element.hydrogen))
+            )
             topology.addBond(o, h1)
             topology.addBond(o, h2)
             k += 3
@@ -110,7 +113,9 @@ def test_repeat_call_comes_from_the_cache(tiny, monkeypatch):
 
 def test_replicas_run_in_parallel_processes_with_their_own_seeds(tiny, tmp_path):
     settings, _, single = tiny
-    out = generate_nacl(NaClSettings(frames=5, replicas=2, **TINY), tmp_path / "r.extxyz", cache_dir=tmp_path, threads=2, progress=False)
+    out = generate_nacl(
+        NaClSettings(frames=5, replicas=2, **TINY), tmp_path / "r.extxyz", cache_dir=tmp_path, threads=2, progress=False
+    )
     frames = read_frames(out)
     assert len(frames) == 5
     # Replica 0 is seeded exactly like a single run with the same --seed (same threads): bit-identical frames.

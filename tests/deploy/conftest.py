@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from models.branch_checks import water_ion_frame
 from tiny_models import make_mixture
 
 from adascale.deploy.mixture import AdaptiveMixture
+from models.branch_checks import water_ion_frame
 
 
 @pytest.fixture(scope="module")

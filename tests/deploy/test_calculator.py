@@ -7,7 +7,6 @@ import pytest
 import torch
 from ase.md.verlet import VelocityVerlet
 from tiny_models import make_branches
-from models.branch_checks import water_ion_frame
 
 import adascale
 from adascale.deploy.calculator import AdaScaleCalculator
@@ -15,6 +14,7 @@ from adascale.deploy.mixture import save_mixture
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import save_branch
+from models.branch_checks import water_ion_frame
 
 
 def _numeric_stress(atoms, model, h: float = 1e-5) -> np.ndarray:

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from models.branch_checks import SPECIES, water_ion_frame
 from tiny_models import TINY, make_branches
 from typer.testing import CliRunner
 
@@ -22,6 +21,7 @@ from adascale.models.long_range import LongRangePaiNN
 from adascale.scales.features import ROUTER_FEATURES_KEY
 from adascale.scales.routers import RouterInputs
 from adascale.units import KJ_MOL_NM_PER_EV_A
+from models.branch_checks import SPECIES, water_ion_frame
 
 SETTINGS = replace(TINY, train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2)
 
@@ -55,9 +55,19 @@ def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(fram
 
 
 def test_fit_mixture_reports_both_modes_and_keeps_the_best_epoch(frames):
-    mixture, report = fit_mixture(make_branches(), [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=SETTINGS, n_resamples=20)
+    mixture, report = fit_mixture(
+        make_branches(), [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=SETTINGS, n_resamples=20
+    )
     methods = report["methods"]
-    for name in ("fixed_s0", "fixed_s1", "best_global_s", "oracle_continuous", "router_force_mixing", "mixture_force_mixing", "mixture"):
+    for name in (
+        "fixed_s0",
+        "fixed_s1",
+        "best_global_s",
+        "oracle_continuous",
+        "router_force_mixing",
+        "mixture_force_mixing",
+        "mixture",
+    ):
         assert set(methods[name]) >= {"all", "ions", "close_contact"}
     assert methods["mixture"]["conservative"] is True and "gain_recovered" in methods["mixture"]
     history = report["mixture"]["finetune_history"]
@@ -84,11 +94,35 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
         write_frames(tmp_path / f"{name}.extxyz", part)
     for name, branch in zip(("local", "long"), make_branches()):
         save_branch(tmp_path / name, branch)
-    args = ["mixture", "--model", str(tmp_path / "local"), "--model", str(tmp_path / "long"),
-            "--train", str(tmp_path / "train.extxyz"), "--valid", str(tmp_path / "valid.extxyz"),
-            "--test", str(tmp_path / "test.extxyz"), "--out", str(tmp_path / "mix"), "--json", str(tmp_path / "m.json"),
-            "--train-frames", "3", "--valid-frames", "2", "--finetune-epochs", "1", "--finetune-frames", "1",
-            "--bootstrap", "20", "--threads", "1"]
+    args = [
+        "mixture",
+        "--model",
+        str(tmp_path / "local"),
+        "--model",
+        str(tmp_path / "long"),
+        "--train",
+        str(tmp_path / "train.extxyz"),
+        "--valid",
+        str(tmp_path / "valid.extxyz"),
+        "--test",
+        str(tmp_path / "test.extxyz"),
+        "--out",
+        str(tmp_path / "mix"),
+        "--json",
+        str(tmp_path / "m.json"),
+        "--train-frames",
+        "3",
+        "--valid-frames",
+        "2",
+        "--finetune-epochs",
+        "1",
+        "--finetune-frames",
+        "1",
+        "--bootstrap",
+        "20",
+        "--threads",
+        "1",
+    ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.json").read_text())

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from ase.constraints import FixBondLengths
 from ase.io import read, write
-from models.branch_checks import water_ion_frame
 from typer.testing import CliRunner
 
 from adascale.cli import app
@@ -14,6 +13,7 @@ from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.deploy.md import RigidWaters, find_waters, run_md
 from adascale.deploy.mixture import save_mixture
 from adascale.errors import AdaScaleError
+from models.branch_checks import water_ion_frame
 
 
 def test_rigid_waters_is_exactly_ases_fix_bond_lengths():
@@ -48,8 +48,14 @@ def test_find_waters_refuses_broken_water():
 
 def _nve(mixture, mode: str, timestep_fs: float, duration_fs: float = 25.0):
     atoms = water_ion_frame(4, 1, 8.0, seed=1, periodic=False).to_atoms()
-    summary = run_md(atoms, AdaScaleCalculator(mixture, mode=mode), steps=round(duration_fs / timestep_fs),
-                     timestep_fs=timestep_fs, temperature_K=300.0, seed=1)
+    summary = run_md(
+        atoms,
+        AdaScaleCalculator(mixture, mode=mode),
+        steps=round(duration_fs / timestep_fs),
+        timestep_fs=timestep_fs,
+        temperature_K=300.0,
+        seed=1,
+    )
     return summary, atoms
 
 
@@ -77,8 +83,18 @@ def test_nve_conserves_energy_with_the_conservative_mixture_and_not_with_force_m
 
 def test_nvt_writes_trajectory_and_energy_log(tmp_path, mixture):
     atoms = water_ion_frame(4, 1, 8.0, seed=1, periodic=False).to_atoms()
-    summary = run_md(atoms, AdaScaleCalculator(mixture), steps=10, timestep_fs=0.5, ensemble="nvt", temperature_K=300.0,
-                     trajectory=tmp_path / "md.traj", log=tmp_path / "md.log", interval=5, seed=2)
+    summary = run_md(
+        atoms,
+        AdaScaleCalculator(mixture),
+        steps=10,
+        timestep_fs=0.5,
+        ensemble="nvt",
+        temperature_K=300.0,
+        trajectory=tmp_path / "md.traj",
+        log=tmp_path / "md.log",
+        interval=5,
+        seed=2,
+    )
     assert len(read(tmp_path / "md.traj", ":")) == 3 == len(summary.time_ps)
     lines = (tmp_path / "md.log").read_text().splitlines()
     assert "Etot" in lines[0] and len(lines) == 4
@@ -94,9 +110,27 @@ def test_md_command_runs_from_an_unlabelled_file(tmp_path, mixture):
         atoms.arrays.pop("REF_forces", None)
         atoms.info.pop("REF_energy", None)
     write(tmp_path / "start.extxyz", frames)
-    args = ["md", "--model", str(tmp_path / "mix"), "--data", str(tmp_path / "start.extxyz"), "--frame", "1",
-            "--steps", "4", "--timestep-fs", "0.5", "--interval", "2", "--traj", str(tmp_path / "md.traj"),
-            "--log", str(tmp_path / "md.log"), "--threads", "1"]
+    args = [
+        "md",
+        "--model",
+        str(tmp_path / "mix"),
+        "--data",
+        str(tmp_path / "start.extxyz"),
+        "--frame",
+        "1",
+        "--steps",
+        "4",
+        "--timestep-fs",
+        "0.5",
+        "--interval",
+        "2",
+        "--traj",
+        str(tmp_path / "md.traj"),
+        "--log",
+        str(tmp_path / "md.log"),
+        "--threads",
+        "1",
+    ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "eV/atom/ps" in result.output and "4 rigid waters" in result.output

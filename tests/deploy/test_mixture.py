@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import make_mixture
-from models.branch_checks import BranchChecks, water_ion_frame
 
 from adascale.deploy.mixture import AdaptiveMixture, load_mixture, save_mixture
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
+from models.branch_checks import BranchChecks, water_ion_frame
 
 
 class TestMixtureBranchChecks(BranchChecks):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from models.branch_checks import SPECIES, water_ion_frame
 
 from adascale.deploy.fit_mixture import MixtureSettings, build_mixture
 from adascale.deploy.mixture import AdaptiveMixture
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
+from models.branch_checks import SPECIES, water_ion_frame
 
 #: Router features up to 4 Å, so 8.5 Å boxes pass the calculator's minimum-image check.
 TINY = MixtureSettings(dtype="float64", hidden=(8,), feature_radii=(2.5, 4.0))

@@ -147,6 +147,7 @@ class BranchChecks:
 
         Across [rc - d, rc + d] the energy may change only by what the force explains.
         """
+
         def pair(r: float) -> dict[str, torch.Tensor]:
             frame = Frame(
                 numbers=np.array([11, 17]),

@@ -10,7 +10,9 @@ from scipy.special import erfc
 COULOMB_EV_A = 14.399645478425667  # e^2 / (4 pi eps0) in eV Å
 
 
-def ewald_energy(charges: np.ndarray, positions: np.ndarray, cell: np.ndarray, alpha: float = 0.4, n_real: int = 3, n_recip: int = 12) -> float:
+def ewald_energy(
+    charges: np.ndarray, positions: np.ndarray, cell: np.ndarray, alpha: float = 0.4, n_real: int = 3, n_recip: int = 12
+) -> float:
     """Electrostatic energy (eV) of point charges (e) at positions (Å) in a periodic cell (rows, Å).
 
     Real space: all images within ``n_real`` cells; reciprocal space: all k = 2 pi m B with |m_i| <= n_recip.

@@ -43,7 +43,9 @@ def test_within_equals_a_fresh_list_at_the_smaller_cutoff():
 
 def test_concatenate_offsets_atoms_frames_and_edges():
     frames = [water_ion_frame(4, 1, 6.0, seed=s) for s in (2, 3)]
-    molecule = Frame(np.array([8, 1, 1]), np.array([[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0]]), np.zeros((3, 3)), np.zeros(3, bool), None, None)
+    molecule = Frame(
+        np.array([8, 1, 1]), np.array([[0, 0, 0], [1.0, 0, 0], [0, 1.0, 0]]), np.zeros((3, 3)), np.zeros(3, bool), None, None
+    )
     parts = [AtomsBatch.from_frames([f], 3.0) for f in frames + [molecule]]
     batch = AtomsBatch.concatenate(parts)
     sizes = [len(f) for f in frames] + [3]

@@ -63,7 +63,9 @@ def test_best_global_s_is_fitted_on_the_fit_set(sets):
     # in-sample it is the test optimum, so it cannot lose to the scale fitted elsewhere
     assert in_sample["methods"]["best_global_s"]["all"] <= fitted["methods"]["best_global_s"]["all"]
     errors = anchor_errors(test)
-    assert fitted["methods"]["best_global_s"]["all"] == pytest.approx(scale_loss(errors, test.scales, s_fit).mean() * KJ_MOL_NM_PER_EV_A)
+    assert fitted["methods"]["best_global_s"]["all"] == pytest.approx(
+        scale_loss(errors, test.scales, s_fit).mean() * KJ_MOL_NM_PER_EV_A
+    )
 
 
 def test_complementarity_and_distance_blocks(sets):

@@ -19,8 +19,20 @@ def test_analyze_and_refine_write_reports(tmp_path):
     runner = CliRunner()
     result = runner.invoke(
         app,
-        ["analyze", str(tmp_path / "test.npz"), "--fit", str(tmp_path / "valid.npz"), "--pool", "0,0.5,1",
-         "--json", str(tmp_path / "a.json"), "--bootstrap", "50", "--granularity", "frame"],
+        [
+            "analyze",
+            str(tmp_path / "test.npz"),
+            "--fit",
+            str(tmp_path / "valid.npz"),
+            "--pool",
+            "0,0.5,1",
+            "--json",
+            str(tmp_path / "a.json"),
+            "--bootstrap",
+            "50",
+            "--granularity",
+            "frame",
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
@@ -31,8 +43,26 @@ def test_analyze_and_refine_write_reports(tmp_path):
 
     result = runner.invoke(
         app,
-        ["refine", str(tmp_path / "test.npz"), "--fit", str(tmp_path / "valid.npz"), "--init", "0,1", "--max-size", "4",
-         "--tol", "0", "--update", "gradient", "--units", "meV/A", "--json", str(tmp_path / "r.json"), "--bootstrap", "50"],
+        [
+            "refine",
+            str(tmp_path / "test.npz"),
+            "--fit",
+            str(tmp_path / "valid.npz"),
+            "--init",
+            "0,1",
+            "--max-size",
+            "4",
+            "--tol",
+            "0",
+            "--update",
+            "gradient",
+            "--units",
+            "meV/A",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--bootstrap",
+            "50",
+        ],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output

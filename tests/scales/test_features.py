@@ -27,7 +27,9 @@ def _frame(seed: int, n: int = 14, labelled: bool = False) -> Frame:
     numbers = rng.choice([1, 8, 11, 17], size=n)
     numbers[:2] = [11, 17]
     forces = rng.normal(size=(n, 3)) if labelled else None
-    return Frame(numbers=numbers, positions=rng.uniform(0, 1, (n, 3)) @ cell, cell=cell, pbc=np.ones(3, bool), forces=forces, energy=None)
+    return Frame(
+        numbers=numbers, positions=rng.uniform(0, 1, (n, 3)) @ cell, cell=cell, pbc=np.ones(3, bool), forces=forces, energy=None
+    )
 
 
 def _smootherstep_switch(r, outer, width):
@@ -67,8 +69,10 @@ def test_smooth_nearest_ion_distance_brackets_the_exact_one():
     spec = FeatureSpec(species=(1, 8, 11, 17))  # default radii: cap 7 Å
     soft = frame_features(frame, spec)[:, spec.names.index("nearest_ion_A")]
     exact = 10.0 * nearest_ion_distance(frame.positions, frame.numbers, frame.cell, frame.pbc)
-    ions_within = (frame_features(frame, spec)[:, spec.names.index("count_Z11_r8")]
-                   + frame_features(frame, spec)[:, spec.names.index("count_Z17_r8")])
+    ions_within = (
+        frame_features(frame, spec)[:, spec.names.index("count_Z11_r8")]
+        + frame_features(frame, spec)[:, spec.names.index("count_Z17_r8")]
+    )
     near = exact < spec.nearest_ion_cap - 1.0
     assert near.sum() > 5
     # log-sum-exp bounds: d - tau log(1 + m) <= soft <= d (m = ions within the cutoff)
@@ -86,8 +90,14 @@ def test_features_are_differentiable_in_the_positions():
 def test_features_are_continuous_when_a_neighbour_crosses_the_cutoff():
     positions = np.array([[0.0, 0, 0], [SPEC.cutoff - 1e-7, 0, 0], [0, 2.0, 0]])
     frames = [
-        Frame(numbers=np.array([11, 17, 8]), positions=positions + [[0, 0, 0], [dx, 0, 0], [0, 0, 0]], cell=np.zeros((3, 3)),
-              pbc=np.zeros(3, bool), forces=None, energy=None)
+        Frame(
+            numbers=np.array([11, 17, 8]),
+            positions=positions + [[0, 0, 0], [dx, 0, 0], [0, 0, 0]],
+            cell=np.zeros((3, 3)),
+            pbc=np.zeros(3, bool),
+            forces=None,
+            energy=None,
+        )
         for dx in (0.0, 2e-7)
     ]
     inside, outside = (frame_features(f, SPEC) for f in frames)

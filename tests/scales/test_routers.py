@@ -59,7 +59,9 @@ def test_soft_router_mixes_the_anchors_with_its_weights_and_hard_uses_the_axis()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0)
     np.testing.assert_allclose(soft.forces(inputs), np.einsum("nk,knc->nc", weights, valid.pred))
     np.testing.assert_allclose(soft.scales(inputs), weights @ valid.scales)
-    hard = fit_router("hard", train, valid, pool=[0.0, 0.25, 1.0], blocks=["species"], settings=replace(FAST, max_epochs=2)).router
+    hard = fit_router(
+        "hard", train, valid, pool=[0.0, 0.25, 1.0], blocks=["species"], settings=replace(FAST, max_epochs=2)
+    ).router
     s = hard.scales(inputs)
     assert set(np.unique(s)) <= {0.0, 0.25, 1.0}
     np.testing.assert_allclose(hard.forces(inputs), interpolate(valid.pred, valid.scales, s))
@@ -74,7 +76,9 @@ def test_anchor_weights_are_the_axis_interpolation(scales):
     np.testing.assert_allclose(np.einsum("nk,knc->nc", weights, values), interpolate(values, np.array(scales), u), atol=1e-12)
     # outside [0, 1]: clamped when deployed, continued linearly by the training surrogate
     outside = torch.tensor([-0.5, 1.5], dtype=torch.float64)
-    np.testing.assert_allclose(anchor_weights(outside, torch.tensor(scales, dtype=torch.float64)).numpy()[:, [0, -1]], [[1, 0], [0, 1]])
+    np.testing.assert_allclose(
+        anchor_weights(outside, torch.tensor(scales, dtype=torch.float64)).numpy()[:, [0, -1]], [[1, 0], [0, 1]]
+    )
     extrapolated = anchor_weights(outside, torch.tensor(scales, dtype=torch.float64), extrapolate=True).numpy()
     first, last = scales[1] - scales[0], scales[-1] - scales[-2]
     np.testing.assert_allclose(extrapolated[0, :2], [1 + 0.5 / first, -0.5 / first])
@@ -119,7 +123,11 @@ def test_routers_never_read_the_labels():
 def test_router_refuses_inputs_it_was_not_trained_on():
     train, valid = _species_routed(20, 1), _species_routed(5, 2)
     for predictions in (train, valid):  # as `adascale predict` stores them: per-branch latents
-        predictions.extras.update(router_features=np.ones((predictions.N, 3)), latent_0=np.ones((predictions.N, 4)), latent_1=np.ones((predictions.N, 2)))
+        predictions.extras.update(
+            router_features=np.ones((predictions.N, 3)),
+            latent_0=np.ones((predictions.N, 4)),
+            latent_1=np.ones((predictions.N, 2)),
+        )
     router = fit_router("soft", train, valid, settings=replace(FAST, max_epochs=1)).router
     assert router.config.blocks == ["geometry", "forces", "latent"] and router.config.n_inputs == 3 + 3 + 4 + 2
     unlabelled = RouterInputs(valid.pred, valid.species, valid.d_ion)
@@ -156,7 +164,17 @@ def test_route_reports_routers_fitted_without_the_test_set(tmp_path):
     settings = replace(FAST, max_epochs=5)
     report, fits, selected = route(train, valid, test, settings=settings, n_resamples=50)
     methods = report["methods"]
-    for name in ("fixed_s0", "fixed_s1", "best_global_s", "oracle_hard", "oracle_continuous", "oracle_pool", "router_hard", "router_soft", "router"):
+    for name in (
+        "fixed_s0",
+        "fixed_s1",
+        "best_global_s",
+        "oracle_hard",
+        "oracle_continuous",
+        "oracle_pool",
+        "router_hard",
+        "router_soft",
+        "router",
+    ):
         assert set(methods[name]) >= {"all", "ions", "close_contact"}
     assert selected == min(fits, key=lambda kind: fits[kind].valid_mae) == methods["router"]["selected"]
     assert methods["router"]["all"] == methods[f"router_{selected}"]["all"]
@@ -183,8 +201,20 @@ def test_route_command_writes_the_report_and_routers(tmp_path):
     for name, (n, seed) in {"train": (20, 1), "valid": (8, 2), "test": (8, 3)}.items():
         synthetic_predictions(n, 20, seed=seed).save(tmp_path / f"{name}.npz")
     paths = [str(tmp_path / f"{name}.npz") for name in ("train", "valid", "test")]
-    args = ["route", *paths, "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "routers"),
-            "--max-epochs", "3", "--bootstrap", "20", "--pool", "0,0.5,1"]
+    args = [
+        "route",
+        *paths,
+        "--json",
+        str(tmp_path / "r.json"),
+        "--out",
+        str(tmp_path / "routers"),
+        "--max-epochs",
+        "3",
+        "--bootstrap",
+        "20",
+        "--pool",
+        "0,0.5,1",
+    ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "router_soft" in result.output and "selected on validation" in result.output
@@ -192,15 +222,20 @@ def test_route_command_writes_the_report_and_routers(tmp_path):
     assert report["units"] == "kJ/mol/nm" and report["methods"]["router_hard"]["pool"] == [0.0, 0.5, 1.0]
     assert (tmp_path / "routers" / "hard" / "router.pt").is_file()
 
-    bad = subprocess.run([sys.executable, "-c", "from adascale.cli import main; main()", *args, "--frames", "one.extxyz"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-c", "from adascale.cli import main; main()", *args, "--frames", "one.extxyz"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: --frames")
 
 
 def test_route_tries_the_features_with_and_without_branch_latents():
     train, valid, test = (synthetic_predictions(n, 20, seed=seed) for n, seed in ((20, 1), (8, 2), (8, 3)))
     for predictions in (train, valid, test):
-        predictions.extras.update(latent_0=np.random.default_rng(0).normal(size=(predictions.N, 3)), latent_1=np.zeros((predictions.N, 2)))
+        predictions.extras.update(
+            latent_0=np.random.default_rng(0).normal(size=(predictions.N, 3)), latent_1=np.zeros((predictions.N, 2))
+        )
     assert candidate_blocks(RouterInputs.of(train)) == [["species", "d_ion", "forces", "latent"], ["species", "d_ion", "forces"]]
     report, fits, _ = route(train, valid, test, pool=[0.0, 0.5, 1.0], settings=replace(FAST, max_epochs=2), n_resamples=20)
     tried = report["routing"]["candidates"]

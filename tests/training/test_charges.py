@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from models.ewald_reference import COULOMB_EV_A
 
 from adascale.data.frames import Frame
 from adascale.models.electrostatics import Electrostatics
 from adascale.training.charges import fit_species_charges
+from models.ewald_reference import COULOMB_EV_A
 
 CHARGES = {1: 0.42, 8: -0.84, 11: 1.0}
 

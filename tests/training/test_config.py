@@ -18,7 +18,9 @@ def test_builtin_defaults_are_the_two_anchors():
 
 
 def test_overrides_apply_dotted_keys_with_yaml_values(tmp_path):
-    config = load_config("long_range", ["model.cutoff=5.0", "training.time_budget_minutes=2.5", "model.electrostatics.method=pme"])
+    config = load_config(
+        "long_range", ["model.cutoff=5.0", "training.time_budget_minutes=2.5", "model.electrostatics.method=pme"]
+    )
     assert config.model.cutoff == 5.0 and config.training.time_budget_minutes == 2.5
     assert config.model.electrostatics.method == "pme"
     assert load_config("long_range", ["model.electrostatics=null"]).model.electrostatics is None

@@ -31,9 +31,26 @@ SETTINGS = [
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     train, valid = write_split(tmp_path, n_train=6, n_valid=3)
     adascale = str(Path(sys.executable).parent / "adascale")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", adascale, "train",
-               "--config", "local", "--train", str(train), "--valid", str(valid), "--out", str(tmp_path / "ddp"), "--quiet",
-               *sum((["--set", s] for s in SETTINGS), [])]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        adascale,
+        "train",
+        "--config",
+        "local",
+        "--train",
+        str(train),
+        "--valid",
+        str(valid),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--quiet",
+        *sum((["--set", s] for s in SETTINGS), []),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a shared 2-core machine: no oversubscription
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

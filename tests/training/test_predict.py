@@ -25,7 +25,10 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
     save_branch(root / "local", PaiNN([1, 8, 11, 17], cutoff=3.0, features=8, interactions=1))
-    save_branch(root / "long", LongRangePaiNN([1, 8, 11, 17], cutoff=3.5, features=8, interactions=1, exclusion_inner=1.5, exclusion_outer=2.5))
+    save_branch(
+        root / "long",
+        LongRangePaiNN([1, 8, 11, 17], cutoff=3.5, features=8, interactions=1, exclusion_inner=1.5, exclusion_outer=2.5),
+    )
     write_frames(root / "data.extxyz", labelled_frames(3, seed=5))
     return root
 
@@ -39,7 +42,18 @@ def invoke(*args: str):
 
 def test_prediction_set_matches_the_contract(setup, tmp_path):
     out = tmp_path / "pred.npz"
-    invoke("--model", str(setup / "local"), "--model", str(setup / "long"), "--data", str(setup / "data.extxyz"), "--out", str(out), "--threads", "1")
+    invoke(
+        "--model",
+        str(setup / "local"),
+        "--model",
+        str(setup / "long"),
+        "--data",
+        str(setup / "data.extxyz"),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    )
     ps = PredictionSet.load(out)
     frames = read_frames(setup / "data.extxyz")
     n = sum(len(f) for f in frames)
@@ -63,7 +77,16 @@ def test_an_ase_calculator_serves_as_a_branch(setup, tmp_path):
     from ase.calculators.lj import LennardJones
 
     out = tmp_path / "pred.npz"
-    invoke("--calculator", "ase.calculators.lj:LennardJones", "--model", str(setup / "local"), "--data", str(setup / "data.extxyz"), "--out", str(out))
+    invoke(
+        "--calculator",
+        "ase.calculators.lj:LennardJones",
+        "--model",
+        str(setup / "local"),
+        "--data",
+        str(setup / "data.extxyz"),
+        "--out",
+        str(out),
+    )
     ps = PredictionSet.load(out)
     assert ps.branch_names == [str(setup / "local"), "ase.calculators.lj:LennardJones"]  # models first, then calculators
     frame = read_frames(setup / "data.extxyz")[0]
@@ -74,7 +97,16 @@ def test_an_ase_calculator_serves_as_a_branch(setup, tmp_path):
 
 def test_a_calculator_spec_given_as_model_keeps_its_place(setup, tmp_path):
     out = tmp_path / "pred.npz"
-    invoke("--model", "ase.calculators.lj:LennardJones", "--model", str(setup / "local"), "--data", str(setup / "data.extxyz"), "--out", str(out))
+    invoke(
+        "--model",
+        "ase.calculators.lj:LennardJones",
+        "--model",
+        str(setup / "local"),
+        "--data",
+        str(setup / "data.extxyz"),
+        "--out",
+        str(out),
+    )
     assert PredictionSet.load(out).branch_names[0] == "ase.calculators.lj:LennardJones"
 
 
@@ -93,8 +125,12 @@ def test_errors_are_clear(setup, tmp_path):
         invoke("--model", str(setup / "local"), "--data", data, "--out", out)
     with pytest.raises(AdaScaleError, match="cannot import 'no_such_module'"):
         invoke("--model", str(setup / "local"), "--calculator", "no_such_module:f", "--data", data, "--out", out)
-    with pytest.raises(AdaScaleError, match=r"frame 0: branch tiny_data:truncated_forces_calculator gave forces of shape \(16, 3\)"):
-        invoke("--model", str(setup / "local"), "--calculator", "tiny_data:truncated_forces_calculator", "--data", data, "--out", out)
+    with pytest.raises(
+        AdaScaleError, match=r"frame 0: branch tiny_data:truncated_forces_calculator gave forces of shape \(16, 3\)"
+    ):
+        invoke(
+            "--model", str(setup / "local"), "--calculator", "tiny_data:truncated_forces_calculator", "--data", data, "--out", out
+        )
     unlabelled = tmp_path / "unlabelled.extxyz"
     frame = read_frames(data)[0]
     write_frames(unlabelled, [Frame(frame.numbers, frame.positions, frame.cell, frame.pbc, None, None)])

@@ -133,8 +133,23 @@ def test_species_shifts_are_least_squares_on_compositions(rng):
 
 def _train_command(train: Path, valid: Path, out: Path, *extra: str) -> list[str]:
     settings = FAST + ["training.max_epochs=60", "training.checkpoint_every_steps=3"]
-    return [ADASCALE, "train", "--config", "local", "--train", str(train), "--valid", str(valid), "--out", str(out),
-            "--threads", "1", "--quiet", *sum((["--set", s] for s in settings), []), *extra]
+    return [
+        ADASCALE,
+        "train",
+        "--config",
+        "local",
+        "--train",
+        str(train),
+        "--valid",
+        str(valid),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--quiet",
+        *sum((["--set", s] for s in settings), []),
+        *extra,
+    ]
 
 
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
@@ -157,8 +172,10 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     a, b = load_checkpoint(tmp_path / "straight" / CHECKPOINT_FILE), load_checkpoint(killed / CHECKPOINT_FILE)
     assert b["progress"]["global_step"] == a["progress"]["global_step"] == 360
     assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
-    logs = [[{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in (d / "log.jsonl").read_text().splitlines()]
-            for d in (tmp_path / "straight", killed)]
+    logs = [
+        [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"} for line in (d / "log.jsonl").read_text().splitlines()]
+        for d in (tmp_path / "straight", killed)
+    ]
     assert logs[0] == logs[1]
 
 

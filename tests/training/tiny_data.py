@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from models.branch_checks import SPECIES, water_ion_frame
 
 from adascale.data.frames import Frame, write_frames
 from adascale.models.batch import AtomsBatch
 from adascale.models.painn import PaiNN
+from models.branch_checks import SPECIES, water_ion_frame
 
 
 def labelled_frames(n: int, seed: int = 0) -> list[Frame]:

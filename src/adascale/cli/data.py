@@ -30,9 +30,13 @@ def generate_nacl_command(
     stride_ps: float = typer.Option(1.0, "--stride-ps", help="Time between frames, ps (2 fs steps)."),
     equil_ps: float = typer.Option(20.0, "--equil-ps", help="NPT equilibration per replica at 1 bar before sampling, ps."),
     seed: int = typer.Option(0, "--seed", help="Seed for ion placement, velocities, thermostat and barostat."),
-    replicas: int = typer.Option(1, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."),
+    replicas: int = typer.Option(
+        1, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."
+    ),
     threads: int = typer.Option(0, "--threads", help="CPU threads in all, shared by the replicas (0: every core)."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."
+    ),
 ) -> None:
     """Simulate aqueous NaCl with OpenMM and write labelled frames.
 
@@ -62,7 +66,9 @@ def summary_command(
     forces_key: str = FORCES_KEY,
     energy_key: str = ENERGY_KEY,
     ions: str = typer.Option("Na,Cl", "--ions", help="Ion species, comma-separated symbols."),
-    close_contact_nm: float = typer.Option(0.6, "--close-contact-nm", help="An ion closer than this (nm) to another ion is in close contact."),
+    close_contact_nm: float = typer.Option(
+        0.6, "--close-contact-nm", help="An ion closer than this (nm) to another ion is in close contact."
+    ),
 ) -> None:
     """Print frames, atoms, species, force statistics (kJ/mol/nm) and ion contacts.
 
@@ -96,7 +102,9 @@ def summary_command(
         console.print(f"density: {s['density_g_cm3']:.4f} g/cm³ (periodic frames)")
     cutoff = s["close_contact_nm"]
     console.print(f"atoms within {cutoff} nm of an ion: {s['fraction_atoms_near_ion']:.1%}")
-    console.print(f"ions in close contact (another ion within {cutoff} nm): {s['fraction_ions_close_contact']:.1%} of {s['ions']}")
+    console.print(
+        f"ions in close contact (another ion within {cutoff} nm): {s['fraction_ions_close_contact']:.1%} of {s['ions']}"
+    )
 
 
 @data_app.command("split")
@@ -132,7 +140,10 @@ def split_command(
     for name, block in zip(("train", "valid", "test"), blocks):
         write_frames(out_dir / f"{name}.extxyz", block)
     left = len(frames) - sum(counts)
-    typer.echo(f"wrote {out_dir}: train {counts[0]}, valid {counts[1]}, test {counts[2]} frames" + (f" ({left} left out)" if left else ""))
+    typer.echo(
+        f"wrote {out_dir}: train {counts[0]}, valid {counts[1]}, test {counts[2]} frames"
+        + (f" ({left} left out)" if left else "")
+    )
 
 
 def _species(symbols: str) -> tuple[int, ...]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,12 +24,16 @@ def register(app: typer.Typer) -> None:
 
 def route(
     train: Path = typer.Argument(..., help="PredictionSet .npz of the training frames (routers are fitted here)."),
-    valid: Path = typer.Argument(..., help="PredictionSet .npz of the validation frames (early stopping, hard vs soft, best_global_s)."),
-    test: Path = typer.Argument(..., help="PredictionSet .npz of the test frames (reported only)."),
-    pool: Optional[str] = typer.Option(
-        None, "--pool", help="Scales the hard router chooses from, e.g. 0,0.25,0.5,1 (default: pool refined on TRAIN from the anchors)."
+    valid: Path = typer.Argument(
+        ..., help="PredictionSet .npz of the validation frames (early stopping, hard vs soft, best_global_s)."
     ),
-    features: Optional[str] = typer.Option(
+    test: Path = typer.Argument(..., help="PredictionSet .npz of the test frames (reported only)."),
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        help="Scales the hard router chooses from, e.g. 0,0.25,0.5,1 (default: pool refined on TRAIN from the anchors).",
+    ),
+    features: str | None = typer.Option(
         None,
         "--features",
         help=(
@@ -40,18 +43,22 @@ def route(
             "if stored (validation picks)."
         ),
     ),
-    frames: Optional[list[Path]] = typer.Option(
+    frames: list[Path] | None = typer.Option(
         None,
         "--frames",
         help="The frame files TRAIN, VALID and TEST were predicted on (give it 3 times, same order), to compute geometric features.",
     ),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report JSON (DESIGN §5, plus router_* methods) here."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Save both routers here (DIR/hard, DIR/soft, DIR/selected.json)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON (DESIGN §5, plus router_* methods) here."),
+    out: Path | None = typer.Option(None, "--out", help="Save both routers here (DIR/hard, DIR/soft, DIR/selected.json)."),
     units: str = typer.Option("kJ/mol/nm", "--units", help="Unit of every MAE: kJ/mol/nm (default), meV/A or eV/A."),
-    max_epochs: int = typer.Option(60, "--max-epochs", min=1, help="Most training epochs per router (early stopping on validation)."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."),
+    max_epochs: int = typer.Option(
+        60, "--max-epochs", min=1, help="Most training epochs per router (early stopping on validation)."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the router initialisation, minibatches and bootstrap."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Learn to pick each atom's scale without labels, and measure it on the test set.
 
@@ -93,10 +100,14 @@ def route(
             units=units,
             n_resamples=bootstrap,
             seed=seed,
-            on_epoch=lambda label, row: progress(f"router {label}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"),
+            on_epoch=lambda label, row: progress(
+                f"router {label}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"
+            ),
         )
     console.print(methods_table(report, title=f"Learned routers on {test}"))
-    console.print(f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'][selected])}")
+    console.print(
+        f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'][selected])}"
+    )
     if out is not None:
         save_routers(out, fits, selected)
         console.print(f"routers saved to {out}")
@@ -122,23 +133,41 @@ def _attach_geometry(sets: list, frames: list[Path]) -> None:
 
 
 def mixture(
-    models: list[Path] = typer.Option(..., "--model", help="Trained branch directories, shortest range first (give --model once per anchor)."),
+    models: list[Path] = typer.Option(
+        ..., "--model", help="Trained branch directories, shortest range first (give --model once per anchor)."
+    ),
     train: Path = typer.Option(..., "--train", help="Labelled training frames (any file ASE reads): the router is fitted here."),
     valid: Path = typer.Option(..., "--valid", help="Labelled validation frames: early stopping and best_global_s."),
     test: Path = typer.Option(..., "--test", help="Labelled test frames: reported only."),
-    out: Path = typer.Option(..., "--out", help="Mixture directory to write (mixture.json + weights.pt); `adascale md --model` reads it."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report JSON (DESIGN §5 plus the mixture's methods) here."),
-    scales: Optional[str] = typer.Option(None, "--scales", help="Anchor scales of the models, e.g. 0,1 (default: evenly spaced on [0, 1])."),
+    out: Path = typer.Option(
+        ..., "--out", help="Mixture directory to write (mixture.json + weights.pt); `adascale md --model` reads it."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the report JSON (DESIGN §5 plus the mixture's methods) here."
+    ),
+    scales: str | None = typer.Option(
+        None, "--scales", help="Anchor scales of the models, e.g. 0,1 (default: evenly spaced on [0, 1])."
+    ),
     train_frames: int = typer.Option(100, "--train-frames", min=1, help="Training frames (evenly spaced) for the warm start."),
     valid_frames: int = typer.Option(20, "--valid-frames", min=1, help="Validation frames (evenly spaced) for early stopping."),
-    finetune_epochs: int = typer.Option(5, "--finetune-epochs", min=0, help="Epochs of fine-tuning on the conservative forces (0: warm start only)."),
-    finetune_frames: int = typer.Option(20, "--finetune-frames", min=1, help="Training frames per fine-tuning epoch (each epoch another subset)."),
-    finetune_minutes: float = typer.Option(10.0, "--finetune-minutes", min=0.0, help="Wall-clock budget of the fine-tuning, minutes."),
-    no_latent: bool = typer.Option(False, "--no-latent", help="Route on geometric features only, without the branches' latent features."),
+    finetune_epochs: int = typer.Option(
+        5, "--finetune-epochs", min=0, help="Epochs of fine-tuning on the conservative forces (0: warm start only)."
+    ),
+    finetune_frames: int = typer.Option(
+        20, "--finetune-frames", min=1, help="Training frames per fine-tuning epoch (each epoch another subset)."
+    ),
+    finetune_minutes: float = typer.Option(
+        10.0, "--finetune-minutes", min=0.0, help="Wall-clock budget of the fine-tuning, minutes."
+    ),
+    no_latent: bool = typer.Option(
+        False, "--no-latent", help="Route on geometric features only, without the branches' latent features."
+    ),
     units: str = typer.Option("kJ/mol/nm", "--units", help="Unit of every MAE: kJ/mol/nm (default), meV/A or eV/A."),
-    bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the router initialisation and frame order."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Combine trained branches into one conservative potential with a learned smooth router.
 
@@ -184,33 +213,47 @@ def mixture(
         seed=seed,
     )
     with _stage_progress(console) as progress:
-        built, report = fit_mixture(branches, anchors.tolist(), *frames, settings=settings, units=units, n_resamples=bootstrap, progress=progress)
+        built, report = fit_mixture(
+            branches, anchors.tolist(), *frames, settings=settings, units=units, n_resamples=bootstrap, progress=progress
+        )
     save_mixture(out, built, {"branch_dirs": [str(path) for path in models], "settings": report["mixture"]["settings"]})
     console.print(methods_table(report, title=f"Adaptive mixture on {test}"))
-    console.print(f"mixture saved to {out}; validation MAE by fine-tuning epoch ({units}): "
-                  + ", ".join(f"{row['valid_mae']:.2f}" for row in report["mixture"]["finetune_history"]))
+    console.print(
+        f"mixture saved to {out}; validation MAE by fine-tuning epoch ({units}): "
+        + ", ".join(f"{row['valid_mae']:.2f}" for row in report["mixture"]["finetune_history"])
+    )
     write_report(json_out, report, console)
 
 
 def md(
-    model: Path = typer.Option(..., "--model", help="A branch directory (adascale train) or a mixture directory (adascale mixture)."),
+    model: Path = typer.Option(
+        ..., "--model", help="A branch directory (adascale train) or a mixture directory (adascale mixture)."
+    ),
     data: Path = typer.Option(..., "--data", help="Frames file (any file ASE reads); labels are not needed."),
     frame: int = typer.Option(0, "--frame", help="Index of the starting frame in --data (negative counts from the end)."),
     steps: int = typer.Option(1000, "--steps", min=0, help="Number of MD steps."),
-    timestep_fs: float = typer.Option(1.0, "--timestep-fs", min=0.0, help="Timestep in femtoseconds (rigid water allows 1-2 fs)."),
+    timestep_fs: float = typer.Option(
+        1.0, "--timestep-fs", min=0.0, help="Timestep in femtoseconds (rigid water allows 1-2 fs)."
+    ),
     ensemble: str = typer.Option("nve", "--ensemble", help="nve (velocity Verlet) or nvt (Langevin thermostat)."),
-    temperature: float = typer.Option(300.0, "--temperature", min=0.0, help="Initial Maxwell-Boltzmann temperature, and the NVT target, in K."),
+    temperature: float = typer.Option(
+        300.0, "--temperature", min=0.0, help="Initial Maxwell-Boltzmann temperature, and the NVT target, in K."
+    ),
     friction: float = typer.Option(0.01, "--friction", min=0.0, help="Langevin friction in 1/fs (NVT only)."),
-    traj: Optional[Path] = typer.Option(None, "--traj", help="ASE trajectory file (.traj) to write, every --interval steps."),
-    log: Optional[Path] = typer.Option(None, "--log", help="Energy log (time ps, Etot, Epot, Ekin eV, T K), every --interval steps."),
+    traj: Path | None = typer.Option(None, "--traj", help="ASE trajectory file (.traj) to write, every --interval steps."),
+    log: Path | None = typer.Option(
+        None, "--log", help="Energy log (time ps, Etot, Epot, Ekin eV, T K), every --interval steps."
+    ),
     interval: int = typer.Option(10, "--interval", min=1, help="Write trajectory and log every this many steps."),
     flexible_water: bool = typer.Option(
         False, "--flexible-water", help="Do NOT constrain water (only for models trained on flexible water; see below)."
     ),
-    mode: str = typer.Option("conservative", "--mode", help="Mixtures: conservative (forces = -dE/dR) or force_mixing (per-atom, drifts in NVE)."),
+    mode: str = typer.Option(
+        "conservative", "--mode", help="Mixtures: conservative (forces = -dE/dR) or force_mixing (per-atom, drifts in NVE)."
+    ),
     dtype: str = typer.Option("float64", "--dtype", help="float64 (default, best energy conservation) or float32 (faster)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial velocities and the Langevin noise."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Run molecular dynamics with a branch or a mixture, through ASE.
 
@@ -245,7 +288,13 @@ def md(
     atoms = frames[frame].to_atoms()
     calculator = AdaScaleCalculator(model, dtype=dtype, mode=mode)
     console = report_console()
-    columns = (TextColumn("MD"), BarColumn(), TextColumn("{task.completed}/{task.total} steps  {task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("MD"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps  {task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("md", total=steps, status="")
 
@@ -279,7 +328,12 @@ def _stage_progress(console) -> Iterator[Callable[[str, int, int, str], None]]:
     """A rich display whose callback ``(stage, done, total, status)`` keeps one bar per stage."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} {task.fields[status]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         tasks: dict[str, int] = {}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,8 +18,10 @@ def register(app: typer.Typer) -> None:
 
 def run(
     out: Path = typer.Option(Path("runs/default"), "--out", help="Run directory (created; an existing one is resumed)."),
-    config: Optional[str] = typer.Option(
-        None, "--config", help="Run config: a YAML file or a built-in name: default (~10 min), quick (~3 min), paper (400/50/150 frames, ~50 min)."
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="Run config: a YAML file or a built-in name: default (~10 min), quick (~3 min), paper (400/50/150 frames, ~50 min).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Same as --config quick: minutes, noisy numbers."),
 ) -> None:
@@ -52,8 +53,10 @@ def run(
 def evaluate(
     run_dir: Path = typer.Option(..., "--run", help="A finished `adascale run` directory."),
     data: Path = typer.Option(..., "--data", help="Labelled frames (any format ASE reads) to evaluate on."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report JSON here."),
-    forces_key: str = typer.Option("REF_forces", "--forces-key", help="Reference force array in --data ('forces' is the fallback)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
+    forces_key: str = typer.Option(
+        "REF_forces", "--forces-key", help="Reference force array in --data ('forces' is the fallback)."
+    ),
     energy_key: str = typer.Option("REF_energy", "--energy-key", help="Reference energy in --data ('energy' is the fallback)."),
 ) -> None:
     """Apply a finished run (branches, refined pool, routers, mixture) to new frames.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,11 +27,13 @@ def register(app: typer.Typer) -> None:
 
 def analyze(
     predictions: Path = typer.Argument(..., help=PRED_HELP),
-    fit: Optional[Path] = typer.Option(None, "--fit", help=FIT_HELP),
-    pool: Optional[str] = typer.Option(None, "--pool", help="Scales of the pool oracle, e.g. 0,0.5,1 (default: anchors and their midpoints)."),
+    fit: Path | None = typer.Option(None, "--fit", help=FIT_HELP),
+    pool: str | None = typer.Option(
+        None, "--pool", help="Scales of the pool oracle, e.g. 0,0.5,1 (default: anchors and their midpoints)."
+    ),
     granularity: str = typer.Option("sample", "--granularity", help=GRANULARITY_HELP),
     units: str = typer.Option("kJ/mol/nm", "--units", help=UNITS_HELP),
-    json_out: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    json_out: Path | None = typer.Option(None, "--json", help=JSON_HELP),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
 ) -> None:
@@ -71,16 +72,20 @@ def analyze(
 
 def refine(
     predictions: Path = typer.Argument(..., help=PRED_HELP),
-    fit: Optional[Path] = typer.Option(None, "--fit", help=FIT_HELP),
-    init: Optional[str] = typer.Option(None, "--init", help="Starting pool, e.g. 0,1 (default: the anchors' scales)."),
+    fit: Path | None = typer.Option(None, "--fit", help=FIT_HELP),
+    init: str | None = typer.Option(None, "--init", help="Starting pool, e.g. 0,1 (default: the anchors' scales)."),
     max_size: int = typer.Option(9, "--max-size", min=1, help="Stop when the pool has this many scales."),
-    tol: float = typer.Option(1e-3, "--tol", min=0.0, help="Stop when the best insertion lowers L(P) by less than this fraction."),
+    tol: float = typer.Option(
+        1e-3, "--tol", min=0.0, help="Stop when the best insertion lowers L(P) by less than this fraction."
+    ),
     update: str = typer.Option(
-        "insert", "--update", help="'insert': midpoint insertion only; 'gradient': also move interior scales (exact k-medians steps)."
+        "insert",
+        "--update",
+        help="'insert': midpoint insertion only; 'gradient': also move interior scales (exact k-medians steps).",
     ),
     granularity: str = typer.Option("sample", "--granularity", help=GRANULARITY_HELP),
     units: str = typer.Option("kJ/mol/nm", "--units", help=UNITS_HELP),
-    json_out: Optional[Path] = typer.Option(None, "--json", help=JSON_HELP),
+    json_out: Path | None = typer.Option(None, "--json", help=JSON_HELP),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
 ) -> None:

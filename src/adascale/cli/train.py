@@ -54,11 +54,15 @@ def train(
     valid_file: Path = typer.Option(None, "--valid", help="Validation frames (selects the best model, early stopping)."),
     out: Path = typer.Option(None, "--out", help="Run directory for the model, log, metrics and checkpoint."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set model.cutoff=4.0 (repeatable)."),
-    time_budget: float = typer.Option(None, "--time-budget", help="Minutes of wall time for the whole run (training + validation)."),
+    time_budget: float = typer.Option(
+        None, "--time-budget", help="Minutes of wall time for the whole run (training + validation)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    show_settings: bool = typer.Option(False, "--show-settings", help="List every config field with its default and meaning, then exit."),
+    show_settings: bool = typer.Option(
+        False, "--show-settings", help="List every config field with its default and meaning, then exit."
+    ),
 ) -> None:
     from adascale.errors import AdaScaleError
     from adascale.training.config import describe_settings, load_config
@@ -100,7 +104,9 @@ def train(
 
 
 def predict(
-    models: list[str] = typer.Option([], "--model", help="Model directory from adascale train, or a calculator spec (repeatable, in anchor order)."),
+    models: list[str] = typer.Option(
+        [], "--model", help="Model directory from adascale train, or a calculator spec (repeatable, in anchor order)."
+    ),
     calculators: list[str] = typer.Option([], "--calculator", help="ASE calculator as module:factory[:arg] (repeatable)."),
     data: Path = typer.Option(..., "--data", help="Labelled frames to predict on (any format ASE reads)."),
     out: Path = typer.Option(..., "--out", help="Output PredictionSet .npz."),

@@ -75,7 +75,9 @@ class Frame:
         cell = _checked_array(np.array(atoms.get_cell()), (3, 3), "cell", path, index)
         pbc = np.array(atoms.get_pbc(), dtype=bool)
         if np.any(np.linalg.norm(cell[pbc], axis=1) == 0):
-            raise located(f"periodic along {_axes(pbc)} but the cell has a zero lattice vector", path=path, frame=index, field="cell")
+            raise located(
+                f"periodic along {_axes(pbc)} but the cell has a zero lattice vector", path=path, frame=index, field="cell"
+            )
         forces_found = _lookup(atoms, atoms.arrays, forces_key, FALLBACK_FORCES_KEY)
         if forces_found is None:
             if require_forces:
@@ -123,10 +125,7 @@ def read_frames(
         images = [images]
     if len(images) == 0:
         raise located("file contains no frames", path=path)
-    return [
-        Frame.from_atoms(atoms, forces_key, energy_key, require_forces, path=path, index=i)
-        for i, atoms in enumerate(images)
-    ]
+    return [Frame.from_atoms(atoms, forces_key, energy_key, require_forces, path=path, index=i) for i, atoms in enumerate(images)]
 
 
 def write_frames(path: str | os.PathLike, frames: Sequence[Frame], *, info: dict | None = None) -> None:

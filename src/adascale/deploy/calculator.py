@@ -104,7 +104,11 @@ class AdaScaleCalculator(Calculator):
             volume = abs(float(np.linalg.det(frame.cell)))
             self.results["stress"] = full_3x3_to_voigt_6_stress(gradient[1].detach().double().numpy() / volume)
         elif "stress" in properties:
-            reason = "force_mixing has no energy whose strain derivative is its stress" if self.mode == "force_mixing" else "the cell is not periodic in 3D"
+            reason = (
+                "force_mixing has no energy whose strain derivative is its stress"
+                if self.mode == "force_mixing"
+                else "the cell is not periodic in 3D"
+            )
             raise AdaScaleError(f"stress unavailable: {reason}")
 
     def _force_mixing(self, batch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,14 +63,18 @@ class MixtureSettings:
     dtype: str = "float32"
 
 
-def build_mixture(branches: Sequence[Branch], scales: Sequence[float], probe_frame, settings: MixtureSettings, ion_species=DEFAULT_ION_SPECIES) -> AdaptiveMixture:
+def build_mixture(
+    branches: Sequence[Branch], scales: Sequence[float], probe_frame, settings: MixtureSettings, ion_species=DEFAULT_ION_SPECIES
+) -> AdaptiveMixture:
     """A mixture of frozen ``branches`` with a fresh router; latent widths are read off ``probe_frame``."""
     dtype = getattr(torch, settings.dtype)
     branches = [branch.to(dtype).eval().requires_grad_(False) for branch in branches]
     species = sorted(set().union(*(branch.species for branch in branches)))
     with torch.no_grad():
         widths = [
-            int(branch.atom_energies(AtomsBatch.from_frame(probe_frame, branch.cutoff, dtype=dtype))[1].shape[1]) if settings.use_latent else 0
+            int(branch.atom_energies(AtomsBatch.from_frame(probe_frame, branch.cutoff, dtype=dtype))[1].shape[1])
+            if settings.use_latent
+            else 0
             for branch in branches
         ]
     spec = FeatureSpec(species=tuple(species), ion_species=tuple(ion_species), radii=settings.feature_radii)
@@ -115,7 +119,12 @@ def evaluate_frames(
         totals = list(atom_energies.sum(dim=0))
         if with_mixture:
             totals.append(mixture.mix(atom_energies, router_inputs, batch.numbers)[0].sum())
-        forces.append(torch.stack([-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals]).detach().double().numpy())
+        forces.append(
+            torch.stack([-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals])
+            .detach()
+            .double()
+            .numpy()
+        )
         inputs.append(router_inputs.detach().double().numpy())
         energies.append(atom_energies.detach().double().numpy())
         if progress is not None:
@@ -133,7 +142,9 @@ def evaluate_frames(
     return predictions, np.concatenate([f[k] for f in forces]) if with_mixture else None
 
 
-def warm_start(mixture: AdaptiveMixture, train: PredictionSet, valid: PredictionSet, settings: MixtureSettings, on_epoch=None) -> FitResult:
+def warm_start(
+    mixture: AdaptiveMixture, train: PredictionSet, valid: PredictionSet, settings: MixtureSettings, on_epoch=None
+) -> FitResult:
     """Stage 1: a soft router on per-atom force mixing of the mixture's own inputs, copied into it,
     and the energy offsets aligned per species."""
     blocks = ["geometry"] + (["latent"] if any(mixture.latent_widths) else [])
@@ -163,7 +174,13 @@ def conservative_mae(mixture: AdaptiveMixture, frames: Sequence) -> float:
     return total / count
 
 
-def finetune(mixture: AdaptiveMixture, train_frames: Sequence, valid_frames: Sequence, settings: MixtureSettings, progress: Progress | None = None) -> list[dict]:
+def finetune(
+    mixture: AdaptiveMixture,
+    train_frames: Sequence,
+    valid_frames: Sequence,
+    settings: MixtureSettings,
+    progress: Progress | None = None,
+) -> list[dict]:
     """Stage 2: Adam on the router and offsets, loss = L1 of the conservative forces, one frame per step.
 
     History rows {"epoch", "train_mae", "valid_mae"} in eV/Å; epoch 0 is the warm start.
@@ -190,7 +207,12 @@ def finetune(mixture: AdaptiveMixture, train_frames: Sequence, valid_frames: Seq
             optimiser.step()
             total += float(loss.detach())
             if progress is not None:
-                progress("fine-tune", (epoch - 1) * len(frames) + step + 1, settings.finetune_epochs * len(frames), f"epoch {epoch} train {total / (step + 1):.4f} eV/Å")
+                progress(
+                    "fine-tune",
+                    (epoch - 1) * len(frames) + step + 1,
+                    settings.finetune_epochs * len(frames),
+                    f"epoch {epoch} train {total / (step + 1):.4f} eV/Å",
+                )
         mixture.eval()
         row = {"epoch": epoch, "train_mae": total / len(frames), "valid_mae": conservative_mae(mixture, valid_frames)}
         history.append(row)
@@ -229,8 +251,15 @@ def fit_mixture(
     valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
     train, _ = evaluate_frames(mixture, warm_frames, with_mixture=False, progress=progress, stage="branches on train")
     valid, _ = evaluate_frames(mixture, valid_frames, with_mixture=False, progress=progress, stage="branches on valid")
-    warm = warm_start(mixture, train, valid, settings, on_epoch=None if progress is None else (
-        lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")))
+    warm = warm_start(
+        mixture,
+        train,
+        valid,
+        settings,
+        on_epoch=None
+        if progress is None
+        else (lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")),
+    )
     history = finetune(mixture, train_frames, valid_frames, settings, progress)
 
     test, mixed = evaluate_frames(mixture, list(test_frames), progress=progress, stage="test")
@@ -248,10 +277,18 @@ def fit_mixture(
         "settings": asdict(settings),
         "warm_start_valid_mae": warm.valid_mae * factor,
         "finetune_history": [
-            {"epoch": row["epoch"], "train_mae": _scaled(row["train_mae"], factor), "valid_mae": _scaled(row["valid_mae"], factor)}
+            {
+                "epoch": row["epoch"],
+                "train_mae": _scaled(row["train_mae"], factor),
+                "valid_mae": _scaled(row["valid_mae"], factor),
+            }
             for row in history
         ],
-        "fitted_on": {"router": "training frames", "early stopping and best_global_s": "validation frames", "reported_on": "test frames"},
+        "fitted_on": {
+            "router": "training frames",
+            "early stopping and best_global_s": "validation frames",
+            "reported_on": "test frames",
+        },
     }
     return mixture, report
 

@@ -188,7 +188,9 @@ def run_md(
     else:
         # fixcm=False: ASE's centre-of-mass fix biases the NVT distribution (its own warning);
         # the centre of mass then diffuses, which changes nothing physical.
-        dynamics = Langevin(atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, fixcm=False, rng=rng)
+        dynamics = Langevin(
+            atoms, timestep=dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, fixcm=False, rng=rng
+        )
 
     times, energies, temperatures = [], [], []
 

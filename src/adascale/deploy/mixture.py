@@ -154,5 +154,7 @@ def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
         mixture.to(next(value.dtype for value in state.values() if value.is_floating_point()))  # keep the saved precision
         mixture.load_state_dict(state)
     except Exception as exc:  # missing, truncated, pickled code, shape mismatch
-        raise AdaScaleError(f"{directory / WEIGHTS_FILE}: corrupt or incompatible weights ({type(exc).__name__}: {exc})") from None
+        raise AdaScaleError(
+            f"{directory / WEIGHTS_FILE}: corrupt or incompatible weights ({type(exc).__name__}: {exc})"
+        ) from None
     return mixture.eval()

@@ -127,9 +127,7 @@ class AtomsBatch:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> AtomsBatch:
         """Move to ``device`` and/or cast the floating tensors to ``dtype``."""
-        floats = {
-            name: getattr(self, name).to(device=device, dtype=dtype) for name in ("positions", "cell", "shifts")
-        }
+        floats = {name: getattr(self, name).to(device=device, dtype=dtype) for name in ("positions", "cell", "shifts")}
         ints = {name: getattr(self, name).to(device=device) for name in ("numbers", "pbc", "frame_index", "edge_index")}
         return replace(self, **floats, **ints)
 

@@ -69,9 +69,13 @@ class Electrostatics(nn.Module):
         self.coulomb = torchpme.Calculator(torchpme.CoulombPotential(prefactor=torchpme.prefactors.eV_A), full_neighbor_list=True)
         smeared = torchpme.CoulombPotential(smearing=self.smearing, prefactor=torchpme.prefactors.eV_A)
         if method == "ewald":
-            self.periodic = torchpme.EwaldCalculator(smeared, lr_wavelength=math.pi * self.smearing / math.sqrt(24.0), full_neighbor_list=True)
+            self.periodic = torchpme.EwaldCalculator(
+                smeared, lr_wavelength=math.pi * self.smearing / math.sqrt(24.0), full_neighbor_list=True
+            )
         else:
-            self.periodic = torchpme.PMECalculator(smeared, mesh_spacing=self.smearing, interpolation_nodes=5, full_neighbor_list=True)
+            self.periodic = torchpme.PMECalculator(
+                smeared, mesh_spacing=self.smearing, interpolation_nodes=5, full_neighbor_list=True
+            )
         # torch-pme's buffers (smearing, prefactor, mesh kernels) follow from the settings
         # above: keep them out of saved weights so those do not depend on its internals.
         for module in self.modules():

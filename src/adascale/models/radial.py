@@ -31,10 +31,5 @@ def polynomial_envelope(r: Tensor, cutoff: float, exponent: int = 6) -> Tensor:
     """(E,) smooth cutoff factor: 1 at r=0, 0 with zero first and second derivatives at r >= cutoff."""
     x = (r / cutoff).clamp(max=1.0)
     p = exponent
-    value = (
-        1.0
-        - (p + 1) * (p + 2) / 2 * x**p
-        + p * (p + 2) * x ** (p + 1)
-        - p * (p + 1) / 2 * x ** (p + 2)
-    )
+    value = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
     return torch.where(r < cutoff, value, torch.zeros_like(value))

@@ -81,9 +81,7 @@ class _Reporter:
         for name, entry in methods.items():
             if name not in fixed and name != "oracle_continuous" and "oracle_continuous" in methods:
                 entry["gain_recovered"] = {
-                    subset: gain_recovered(
-                        _best(methods, fixed, subset), entry[subset], methods["oracle_continuous"][subset]
-                    )
+                    subset: gain_recovered(_best(methods, fixed, subset), entry[subset], methods["oracle_continuous"][subset])
                     for subset in self.masks
                 }
         return {
@@ -146,7 +144,6 @@ def analyze(
         breakdown(predictions, per_sample, units=units, n_resamples=n_resamples, seed=seed, distance_edges_nm=distance_edges_nm)
     )
     return report
-
 
 
 def breakdown(

@@ -114,7 +114,9 @@ def candidate_blocks(inputs: RouterInputs) -> list[list[str]]:
     return [blocks] + ([[block for block in blocks if block != "latent"]] if "latent" in blocks else [])
 
 
-def add_methods(report: dict, predictions: PredictionSet, losses: dict[str, np.ndarray], *, n_resamples: int, seed: int = 0) -> None:
+def add_methods(
+    report: dict, predictions: PredictionSet, losses: dict[str, np.ndarray], *, n_resamples: int, seed: int = 0
+) -> None:
     """Add one ``methods`` entry per per-sample loss (N,) eV/Å on ``predictions`` (MAE per subset
     in the report's units, frame-bootstrap intervals), each with its gains (:func:`add_gains`)."""
     masks, factor = predictions.masks(), force_unit_factor(report["units"])
@@ -137,7 +139,9 @@ def add_gains(methods: dict, names: Sequence[str]) -> None:
             anchors = [methods[f][subset] for f in fixed if methods[f][subset] is not None]
             best_anchor = min(anchors) if anchors else None
             entry["gain_recovered"][subset] = gain_recovered(best_anchor, entry[subset], oracle[subset])
-            entry["gain_recovered_vs_best_global_s"][subset] = gain_recovered(methods["best_global_s"][subset], entry[subset], oracle[subset])
+            entry["gain_recovered_vs_best_global_s"][subset] = gain_recovered(
+                methods["best_global_s"][subset], entry[subset], oracle[subset]
+            )
 
 
 def save_routers(directory: str | Path, fits: dict[str, FitResult], selected: str) -> None:

@@ -64,7 +64,11 @@ def fit_species_charges(
         columns.append(
             np.stack(
                 [
-                    single[a] if a == b else coulomb_forces(electrostatics, batch, indicator[a] + indicator[b], bonded_below).ravel() - single[a] - single[b]
+                    single[a]
+                    if a == b
+                    else coulomb_forces(electrostatics, batch, indicator[a] + indicator[b], bonded_below).ravel()
+                    - single[a]
+                    - single[b]
                     for a, b in pairs
                 ],
                 axis=1,

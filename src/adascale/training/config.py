@@ -30,10 +30,15 @@ class ElectrostaticsSettings(_Strict):
     """Learned charges and their Coulomb energy (present only in the long-range branch)."""
 
     method: Literal["ewald", "pme"] = Field(
-        "pme", description="torch-pme sum for periodic cells: 'pme' (mesh; forces within ~1e-3 eV/Å, ~50x faster on the testbed) or 'ewald' (exact to ~1e-7)."
+        "pme",
+        description="torch-pme sum for periodic cells: 'pme' (mesh; forces within ~1e-3 eV/Å, ~50x faster on the testbed) or 'ewald' (exact to ~1e-7).",
     )
-    exclusion_inner: float = Field(2.0, gt=0, description="Å: pairs closer than this get no Coulomb energy (the local model covers them).")
-    exclusion_outer: float = Field(3.0, gt=0, description="Å: Coulomb is fully on beyond this; smooth (C2) switch in between. At most the cutoff.")
+    exclusion_inner: float = Field(
+        2.0, gt=0, description="Å: pairs closer than this get no Coulomb energy (the local model covers them)."
+    )
+    exclusion_outer: float = Field(
+        3.0, gt=0, description="Å: Coulomb is fully on beyond this; smooth (C2) switch in between. At most the cutoff."
+    )
     total_charge: float = Field(0.0, description="e: every frame's charges sum to exactly this.")
     charge_fit_bonded_below: float | None = Field(
         1.7,
@@ -49,13 +54,17 @@ class ModelSettings(_Strict):
     cutoff: float = Field(3.5, gt=0, description="Å: the largest neighbour distance the branch reads (its spatial scale).")
     features: int = Field(64, ge=2, description="Channels of the scalar and vector features.")
     interactions: int = Field(
-        2, ge=0, description="PaiNN message-passing layers after the atomic-basis layer; receptive field cutoff + interactions x interaction_cutoff."
+        2,
+        ge=0,
+        description="PaiNN message-passing layers after the atomic-basis layer; receptive field cutoff + interactions x interaction_cutoff.",
     )
     interaction_cutoff: float | None = Field(
         None, gt=0, description="Å: radius of the message-passing layers (at most cutoff); null means cutoff."
     )
     radial_basis: int = Field(8, ge=1, description="Bessel functions encoding each edge length.")
-    envelope_exponent: int = Field(6, ge=2, description="Exponent p of the polynomial cutoff envelope (smooth to 2nd derivative).")
+    envelope_exponent: int = Field(
+        6, ge=2, description="Exponent p of the polynomial cutoff envelope (smooth to 2nd derivative)."
+    )
     electrostatics: ElectrostaticsSettings | None = Field(
         None, description="Learned charges + Ewald/Coulomb (the long-range branch); null for a purely local branch."
     )
@@ -93,8 +102,12 @@ class TrainingSettings(_Strict):
     seed: int = Field(0, description="Seeds weight initialisation and the frame order of every epoch: same seed, same numbers.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point precision of the model and data.")
     forces_key: str = Field("REF_forces", description="Per-atom array holding reference forces (eV/Å); 'forces' is the fallback.")
-    energy_key: str = Field("REF_energy", description="Per-frame value holding reference energies (eV); 'energy' is the fallback.")
-    batch_size: int = Field(1, ge=1, description="Frames per optimiser step, over all processes (a multiple of the process count).")
+    energy_key: str = Field(
+        "REF_energy", description="Per-frame value holding reference energies (eV); 'energy' is the fallback."
+    )
+    batch_size: int = Field(
+        1, ge=1, description="Frames per optimiser step, over all processes (a multiple of the process count)."
+    )
     learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     final_learning_rate_factor: float = Field(
         0.02, gt=0, le=1, description="The cosine schedule decays to learning_rate x this at the end of the run."
@@ -120,7 +133,9 @@ class TrainingSettings(_Strict):
     time_budget_minutes: float | None = Field(
         None, gt=0, description="Stop training (and validate a last time) within this wall time; null for no limit."
     )
-    checkpoint_every_steps: int = Field(50, ge=1, description="Write the resumable checkpoint this often (and after every epoch).")
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="Write the resumable checkpoint this often (and after every epoch)."
+    )
 
 
 class TrainConfig(_Strict):

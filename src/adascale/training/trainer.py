@@ -99,9 +99,7 @@ class Trainer:
         self.species = training_species(train_frames)
         self.train_set = FrameDataset(train_frames, cutoff, self.dtype, self.settings.species_force_weights)
         self.valid_set = FrameDataset(valid_frames, cutoff, self.dtype)
-        self.valid_masks = [
-            subset_masks(f.numbers, d) for f, d in zip(valid_frames, self.valid_set.nearest_ion_nm())
-        ]
+        self.valid_masks = [subset_masks(f.numbers, d) for f, d in zip(valid_frames, self.valid_set.nearest_ion_nm())]
         if self.settings.batch_size % self.context.world_size:
             raise AdaScaleError(
                 f"batch_size {self.settings.batch_size} must be a multiple of the {self.context.world_size} processes"
@@ -147,9 +145,7 @@ class Trainer:
         """Continue from ``checkpoint.pt`` in the run directory (same config except RESUMABLE_CHANGES)."""
         checkpoint = load_checkpoint(self.out_dir / CHECKPOINT_FILE)
         changed = [
-            key
-            for key in _differences(checkpoint["config"], self.config.model_dump(mode="json"))
-            if key not in RESUMABLE_CHANGES
+            key for key in _differences(checkpoint["config"], self.config.model_dump(mode="json")) if key not in RESUMABLE_CHANGES
         ]
         if changed:
             raise AdaScaleError(
