@@ -173,8 +173,9 @@ def _train(anchor: AnchorSettings, data: Path, directory: Path) -> None:
 
 def predictions_for(branch_dirs: list[Path], frames: list[Frame], path: Path, names: list[str]) -> PredictionSet:
     """The anchors' PredictionSet on labelled ``frames``, with router features attached."""
+    from adascale.models.features import FeatureSpec
     from adascale.models.inference import model_forces, predict
-    from adascale.scales.features import FeatureSpec, attach_router_features
+    from adascale.scales.features import attach_router_features
 
     outputs = [model_forces(directory, frames, path=path) for directory in branch_dirs]
     predictions = predict(frames, outputs, path=path, metadata={"data": str(path)})
@@ -237,8 +238,8 @@ def _route(out: Path, config: RunConfig) -> None:
 
 def _mixture(out: Path, config: RunConfig) -> None:
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
-    from adascale.deploy.mixture import save_mixture
     from adascale.models.io import load_branch
+    from adascale.models.mixture import save_mixture
 
     settings = MixtureSettings(
         train_frames=config.route_train_frames,
@@ -323,7 +324,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     or cells too small for a branch, raise AdaScaleError naming the file and frame.
     """
     from adascale.deploy.fit_mixture import evaluate_frames
-    from adascale.deploy.mixture import load_mixture
+    from adascale.models.mixture import load_mixture
     from adascale.scales.analysis import analyze
     from adascale.scales.router_report import add_methods
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny_models import make_mixture
 
-from adascale.deploy.mixture import AdaptiveMixture
+from adascale.models.mixture import AdaptiveMixture
 from models.branch_checks import water_ion_frame
 
 

@@ -10,10 +10,10 @@ from tiny_models import make_branches
 
 import adascale
 from adascale.deploy.calculator import AdaScaleCalculator
-from adascale.deploy.mixture import save_mixture
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import save_branch
+from adascale.models.mixture import save_mixture
 from models.branch_checks import water_ion_frame
 
 

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from adascale.cli import app
 from adascale.data.frames import write_frames
 from adascale.deploy.fit_mixture import build_mixture, evaluate_frames, fit_mixture, router_weights
-from adascale.deploy.mixture import load_mixture
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import save_branch
 from adascale.models.long_range import LongRangePaiNN
+from adascale.models.mixture import load_mixture
 from adascale.scales.features import ROUTER_FEATURES_KEY
 from adascale.scales.routers import RouterInputs
 from adascale.units import KJ_MOL_NM_PER_EV_A

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from adascale.cli import app
 from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.deploy.md import RigidWaters, find_waters, run_md
-from adascale.deploy.mixture import save_mixture
 from adascale.errors import AdaScaleError
+from adascale.models.mixture import save_mixture
 from models.branch_checks import water_ion_frame
 
 

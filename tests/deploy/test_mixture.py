@@ -7,9 +7,9 @@ import pytest
 import torch
 from tiny_models import make_mixture
 
-from adascale.deploy.mixture import AdaptiveMixture, load_mixture, save_mixture
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
+from adascale.models.mixture import AdaptiveMixture, load_mixture, save_mixture
 from models.branch_checks import BranchChecks, water_ion_frame
 
 

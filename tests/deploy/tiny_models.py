@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from adascale.deploy.fit_mixture import MixtureSettings, build_mixture
-from adascale.deploy.mixture import AdaptiveMixture
 from adascale.models.long_range import LongRangePaiNN
+from adascale.models.mixture import AdaptiveMixture
 from adascale.models.painn import PaiNN
 from models.branch_checks import SPECIES, water_ion_frame
 

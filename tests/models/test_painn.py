@@ -9,7 +9,7 @@ from branch_checks import SPECIES, BranchChecks, evaluate, water_ion_frame
 
 from adascale.errors import AdaScaleError
 from adascale.models.painn import PaiNN
-from adascale.models.radial import polynomial_envelope
+from adascale.nn.smooth import polynomial_envelope
 
 
 class TestPaiNN(BranchChecks):

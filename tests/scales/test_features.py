@@ -6,15 +6,14 @@ from adascale.data.frames import Frame
 from adascale.data.regimes import nearest_ion_distance
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
+from adascale.models.features import FeatureSpec, geometric_features
 from adascale.predictions import PredictionSet
 from adascale.scales.features import (
     ROUTER_FEATURES_KEY,
     ROUTER_SPEC_KEY,
-    FeatureSpec,
     attach_router_features,
     force_features,
     frame_features,
-    geometric_features,
 )
 
 SPEC = FeatureSpec(species=(1, 8, 11, 17), radii=(2.5, 4.0), switch_width=1.0, softmin_width=0.2)

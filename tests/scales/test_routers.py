@@ -10,11 +10,12 @@ from typer.testing import CliRunner
 
 from adascale.cli import app
 from adascale.errors import AdaScaleError
+from adascale.nn.smooth import anchor_weights, smooth_clamp
 from adascale.predictions import PredictionSet
 from adascale.scales.axis import interpolate
 from adascale.scales.oracles import anchor_errors, best_global_scale, scale_loss
 from adascale.scales.router_report import candidate_blocks, load_selected_router, route, save_routers
-from adascale.scales.routers import Router, RouterInputs, TrainSettings, anchor_weights, fit_router, smooth_clamp
+from adascale.scales.routers import Router, RouterInputs, TrainSettings, fit_router
 from adascale.scales.synthetic import synthetic_predictions
 from adascale.units import KJ_MOL_NM_PER_EV_A
 

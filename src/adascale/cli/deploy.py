@@ -120,7 +120,8 @@ def _attach_geometry(sets: list, frames: list[Path]) -> None:
 
     from adascale.data.frames import read_frames
     from adascale.errors import AdaScaleError
-    from adascale.scales.features import FeatureSpec, attach_router_features
+    from adascale.models.features import FeatureSpec
+    from adascale.scales.features import attach_router_features
 
     if len(frames) != len(sets):
         raise AdaScaleError(f"--frames: give one frame file per prediction set ({len(sets)}), got {len(frames)}")
@@ -189,9 +190,9 @@ def mixture(
     """
     from adascale.data.frames import read_frames
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
-    from adascale.deploy.mixture import save_mixture
     from adascale.errors import AdaScaleError
     from adascale.models.io import load_branch
+    from adascale.models.mixture import save_mixture
     from adascale.predictions import PredictionSet
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool

@@ -34,8 +34,8 @@ MODES = ("conservative", "force_mixing")
 
 def load_model(path: str | Path):
     """A branch directory (``adascale train``) or a mixture directory (``adascale mixture``), in eval mode."""
-    from adascale.deploy.mixture import is_mixture_dir, load_mixture
     from adascale.models.io import load_branch
+    from adascale.models.mixture import is_mixture_dir, load_mixture
 
     return load_mixture(path) if is_mixture_dir(path) else load_branch(path)
 
@@ -52,7 +52,7 @@ class AdaScaleCalculator(Calculator):
 
     def __init__(self, model, *, dtype: str = "float64", mode: str = "conservative", **kwargs) -> None:
         super().__init__(**kwargs)
-        from adascale.deploy.mixture import AdaptiveMixture
+        from adascale.models.mixture import AdaptiveMixture
 
         if mode not in MODES:
             raise AdaScaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -34,7 +34,7 @@ import torchpme
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
-from adascale.scales.features import switch
+from adascale.nn.smooth import switch
 
 METHODS = ("ewald", "pme")
 

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from adascale.models.base import Branch
-from adascale.models.radial import BesselBasis, polynomial_envelope
+from adascale.nn.radial import BesselBasis
+from adascale.nn.smooth import polynomial_envelope
 
 _NORM_EPS = 1e-8  # keeps the gradient of |v| finite when v = 0
 

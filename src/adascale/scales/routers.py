@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from adascale.errors import AdaScaleError, located
+from adascale.nn.mlp import RouterNet
+from adascale.nn.smooth import anchor_weights
 from adascale.predictions import PredictionSet
 from adascale.scales.axis import as_pool, interpolate
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, force_features
@@ -107,68 +109,6 @@ class RouterInputs:
         if value.ndim != ndim:
             raise located(f"expected {ndim} dimensions, got shape {value.shape}", field=f"extras[{key!r}]")
         return value
-
-
-def smooth_clamp(x: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """clamp(x, 0, 1) with C2 corners: equal to it outside [−δ, δ] and [1 − δ, 1 + δ] (δ = ``smoothing``).
-
-    Built from the ramp g(x) = ∫ S, S the quintic smootherstep from −δ to δ, as g(x) − g(x − 1).
-    δ = 0 is the plain clamp.
-    """
-    if smoothing == 0.0:
-        return x.clamp(0.0, 1.0)
-    return _smooth_ramp(x, smoothing) - _smooth_ramp(x - 1.0, smoothing)
-
-
-def _smooth_ramp(x: torch.Tensor, delta: float) -> torch.Tensor:
-    """max(x, 0) with a C2 corner on [−δ, δ]: 2δ P((x + δ)/2δ), P(t) = t⁴ (t² − 3t + 5/2) = ∫₀ᵗ smootherstep."""
-    t = ((x + delta) / (2.0 * delta)).clamp(0.0, 1.0)
-    return torch.where(x >= delta, x, 2.0 * delta * t**4 * (t * (t - 3.0) + 2.5))
-
-
-def anchor_weights(u: torch.Tensor, scales: torch.Tensor, smoothing: float = 0.0, extrapolate: bool = False) -> torch.Tensor:
-    """Weights (N, K) over the anchors of the scale u (N,): Σ_k w_k F_k = F(u) on the axis.
-
-    Each interval j contributes its position t_j = (u − s_j)/(s_{j+1} − s_j), clamped to
-    [0, 1] (smoothly with ``smoothing`` > 0, in units of the interval), and
-    F = F_0 + Σ_j t_j (F_{j+1} − F_j). With ``extrapolate`` the first and last intervals are
-    not clamped outward: the axis continues linearly beyond 0 and 1 (the training surrogate).
-    Rows sum to 1; with smoothing 0 and u in [0, 1] this is exactly the axis's interpolation.
-    """
-    t = (u[:, None] - scales[:-1]) / (scales[1:] - scales[:-1])  # (N, K-1)
-    if extrapolate:
-        low = torch.zeros_like(scales[:-1]).index_fill(0, torch.tensor([0]), -torch.inf)
-        high = torch.ones_like(scales[:-1]).index_fill(0, torch.tensor([len(scales) - 2]), torch.inf)
-        t = torch.maximum(torch.minimum(t, high), low)
-    else:
-        t = smooth_clamp(t, smoothing)
-    ones, zeros = torch.ones_like(t[:, :1]), torch.zeros_like(t[:, :1])
-    return torch.cat([ones, t], dim=1) - torch.cat([t, zeros], dim=1)
-
-
-class RouterNet(nn.Module):
-    """Standardisation (buffers fitted on training features) then an MLP: (N, F) -> (N, n_out)."""
-
-    def __init__(self, n_in: int, n_out: int, hidden: Sequence[int] = (64, 64)) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(n_in))
-        self.register_buffer("std", torch.ones(n_in))
-        layers: list[nn.Module] = []
-        width = n_in
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.SiLU()]
-            width = size
-        layers.append(nn.Linear(width, n_out))
-        self.mlp = nn.Sequential(*layers)
-
-    def fit_standardisation(self, x: torch.Tensor) -> None:
-        """Set mean and std from training features (N, F); constant features keep std 1."""
-        std = x.std(dim=0)
-        self.mean.copy_(x.mean(dim=0))
-        self.std.copy_(torch.where(std > 1e-6 * (1 + x.abs().max(dim=0).values), std, torch.ones_like(std)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp((x - self.mean) / self.std)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from adascale.errors import AdaScaleError
-from adascale.models.io import atomic_write_bytes
+from adascale.files import atomic_write_bytes
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

@@ -3,13 +3,13 @@
     E = Σ_i Σ_k w_ik (e_ik + c_k,Z_i),   w_i = W(router(x_i)),   F = −∂E/∂R (autograd)
 
 e_ik is branch k's energy of atom i, x_i the atom's smooth geometric features
-(:func:`adascale.scales.features.geometric_features`) and the branches' latent features,
+(:func:`adascale.models.features.geometric_features`) and the branches' latent features,
 c_k,Z per-branch, per-species energy offsets. Forces come from the whole energy, so they
 include the router's own gradient Σ_i Σ_k (e_ik + c_k,Z_i) ∂w_ik/∂R: the mixture is a
 potential and conserves energy in NVE molecular dynamics (unlike per-atom force mixing,
 which is faster but not the gradient of anything). The router gives each atom a scale
 u_i and W is the scale axis's interpolation with its corners rounded
-(:func:`adascale.scales.routers.anchor_weights` with ``smoothing`` > 0): the same map as the
+(:func:`adascale.nn.smooth.anchor_weights` with ``smoothing`` > 0): the same map as the
 soft router's, so the soft router trained on per-atom force mixing is an exact warm start.
 Every ingredient is C2 (switches, rounded corners), so forces are continuous. The offsets
 matter only through ∂w/∂R: they align the branches' per-atom energy gauges (a per-species
@@ -35,9 +35,10 @@ from torch import Tensor, nn
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_write_bytes, write_json
 from adascale.models.base import Branch
+from adascale.models.features import FeatureSpec, geometric_features
 from adascale.models.io import build_branch
-from adascale.scales.features import FeatureSpec, geometric_features
-from adascale.scales.routers import RouterNet, anchor_weights
+from adascale.nn.mlp import RouterNet
+from adascale.nn.smooth import anchor_weights
 
 CONFIG_FILE, WEIGHTS_FILE = "mixture.json", "weights.pt"
 
