@@ -20,8 +20,9 @@ from adascale.files import atomic_write_bytes, write_json
 from adascale.models.base import Branch
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
+from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 
-BRANCH_KINDS: dict[str, type[Branch]] = {cls.kind: cls for cls in (PaiNN, LongRangePaiNN)}
+BRANCH_KINDS: dict[str, type[Branch]] = {cls.kind: cls for cls in (PaiNN, LongRangePaiNN, ScaleConditionedPaiNN)}
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "branch.json"
 

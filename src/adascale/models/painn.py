@@ -151,17 +151,34 @@ class PaiNN(Branch):
             "interaction_average_neighbours": self.interaction_average_neighbours,
         }
 
-    def representation(self, batch, species_index: Tensor) -> Tensor:
-        """(n, F) invariant scalar features after all layers."""
+    def representation(
+        self, batch, species_index: Tensor, radius: Tensor | None = None, embedding: Tensor | None = None
+    ) -> Tensor:
+        """(n, F) invariant scalar features after all layers.
+
+        radius (n,) Å: a per-centre reach of the atomic basis (at most ``cutoff``; None: ``cutoff``
+        for every atom). Edge i->j then carries the envelope u(r_ij / radius_i), smooth in both, and
+        the density is normalised by the neighbour count expected within radius_i.
+        embedding (n, F): added to the species embedding (e.g. an embedding of the atom's scale).
+        """
         vectors = batch.edge_vectors()
         r = torch.linalg.vector_norm(vectors, dim=1)
+        edge_index = batch.edge_index
+        if radius is None:
+            weight = polynomial_envelope(r, self.cutoff, self.envelope_exponent) / self.average_neighbours
+        else:
+            with torch.no_grad():
+                reach = r < radius[edge_index[0]]  # edges beyond their centre's radius carry exactly 0
+            edge_index, r, vectors = edge_index[:, reach], r[reach], vectors[reach]
+            edge_radius = radius[edge_index[0]]
+            expected = self.average_neighbours * (edge_radius / self.cutoff) ** 3
+            weight = polynomial_envelope(r, edge_radius, self.envelope_exponent) / expected
         unit = vectors / r[:, None]
-        weight = polynomial_envelope(r, self.cutoff, self.envelope_exponent) / self.average_neighbours
-        s, v = self.atomic_basis(self.radial(r) * weight[:, None], unit, batch.edge_index, species_index)
-        s, v = self.basis_update(s + self.species_embedding(species_index), v)
+        s, v = self.atomic_basis(self.radial(r) * weight[:, None], unit, edge_index, species_index)
+        initial = self.species_embedding(species_index)
+        s, v = self.basis_update(s + (initial if embedding is None else initial + embedding), v)
         if self.interactions == 0:
             return s
-        edge_index = batch.edge_index
         if self.interaction_cutoff < self.cutoff:
             close = r < self.interaction_cutoff
             edge_index, r, unit = edge_index[:, close], r[close], unit[close]

@@ -17,8 +17,11 @@ def switch(r: Tensor, outer: float, width: float) -> Tensor:
     return 1.0 - x * x * x * (x * (6.0 * x - 15.0) + 10.0)
 
 
-def polynomial_envelope(r: Tensor, cutoff: float, exponent: int = 6) -> Tensor:
-    """(E,) smooth cutoff factor: 1 at r=0, 0 with zero first and second derivatives at r >= cutoff."""
+def polynomial_envelope(r: Tensor, cutoff: float | Tensor, exponent: int = 6) -> Tensor:
+    """(E,) smooth cutoff factor: 1 at r=0, 0 with zero first and second derivatives at r >= cutoff.
+
+    ``cutoff`` may be a tensor (E,) of per-edge radii: the factor is then smooth (C2) in them too.
+    """
     x = (r / cutoff).clamp(max=1.0)
     p = exponent
     value = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
