@@ -94,3 +94,31 @@ def test_mixture_runs_on_unlabelled_frames(mixture):
 def test_a_mixture_needs_matching_branches_and_scales(mixture):
     with pytest.raises(AdaScaleError, match="K >= 2"):
         AdaptiveMixture(list(mixture.branches)[:1], [0.0], mixture.spec, [8])
+
+
+def test_gauge_penalty_is_the_weighted_energy_disagreement_and_vanishes_when_branches_agree(periodic_frame):
+    mixture = make_mixture()
+    mixture.gauge_penalty = 2.0
+    batch = _batch(mixture, periodic_frame)
+    out = mixture(batch)
+    energies, inputs = mixture.components(batch)
+    w = mixture.weights(inputs).detach()
+    e = mixture.aligned(energies, batch.numbers).detach()
+    brute = sum(w[i, 0] * w[i, 1] * (e[i, 0] - e[i, 1]) ** 2 for i in range(len(w))) / len(w)
+    torch.testing.assert_close(mixture.auxiliary_loss(out, batch).detach(), 2.0 * brute)
+    agreeing = dict(out, features=torch.cat([w, e[:, :1].expand(-1, 2)], dim=1))
+    assert float(mixture.auxiliary_loss(agreeing, batch)) == 0.0
+
+
+def test_global_weight_mixture_gives_every_atom_the_same_weights(periodic_frame):
+    torch.manual_seed(0)
+    template = make_mixture()
+    mixture = AdaptiveMixture(
+        list(template.branches), template.scales, template.spec, template.latent_widths, global_weight=True
+    ).double()
+    with torch.no_grad():
+        mixture.global_scale.fill_(0.3)
+    batch = _batch(mixture, periodic_frame)
+    w = mixture(batch)["features"][:, :2]
+    torch.testing.assert_close(w, torch.tensor([[0.7, 0.3]], dtype=torch.float64).expand(len(w), 2))
+    assert not hasattr(mixture, "router") and "global_scale" in dict(mixture.named_parameters())

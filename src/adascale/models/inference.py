@@ -65,26 +65,48 @@ def load_calculator(spec: str):
 def model_forces(
     directory: str | Path, frames: Sequence[Frame], *, path: object = None, advance: Callable[[int], None] | None = None
 ) -> BranchOutput:
-    """Forces and latent features of a trained model directory on ``frames``.
+    """Forces and latent features of a trained model directory on ``frames`` (see :func:`module_forces`)."""
+    return module_forces(load_branch(directory), frames, name=str(directory), path=path, advance=advance)
+
+
+def module_forces(
+    model, frames: Sequence[Frame], *, name: str, path: object = None, advance: Callable[[int], None] | None = None
+) -> BranchOutput:
+    """Forces (n, 3) eV/Å and latent features of a model (any Branch, in eval mode) on ``frames``.
 
     Unknown species and cells too small for the model's cutoff raise AdaScaleError naming
     ``path`` (the data file) and the frame.
     """
-    branch = load_branch(directory)
     for index, frame in enumerate(frames):
-        check_cutoff(frame, branch.cutoff, path=path, index=index)
-        unknown = sorted(set(np.unique(frame.numbers).tolist()) - set(branch.species))
+        check_cutoff(frame, model.cutoff, path=path, index=index)
+        unknown = sorted(set(np.unique(frame.numbers).tolist()) - set(model.species))
         if unknown:
-            raise located(f"species {unknown} unknown to model {directory} (trained on {branch.species})", path=path, frame=index)
+            raise located(f"species {unknown} unknown to model {name} (trained on {model.species})", path=path, frame=index)
+    dtype = next(model.parameters()).dtype
     forces, latent = [], []
     for group in _groups_by_atoms(frames):
-        out = branch(AtomsBatch.from_frames([frames[k] for k in group], branch.cutoff))
+        out = model(AtomsBatch.from_frames([frames[k] for k in group], model.cutoff, dtype=dtype))
         sizes = [len(frames[k]) for k in group]
         forces += [f.double().numpy() for f in torch.split(out["forces"], sizes)]
         latent += [f.numpy() for f in torch.split(out["features"], sizes)]
         if advance:
             advance(len(group))
-    return BranchOutput(str(directory), forces, latent, {"kind": branch.kind, "cutoff": branch.cutoff})
+    return BranchOutput(name, forces, latent, {"kind": model.kind, "cutoff": model.cutoff})
+
+
+def scale_grid_forces(
+    model, frames: Sequence[Frame], scales: Sequence[float], *, path: object = None, advance: Callable[[int], None] | None = None
+) -> list[BranchOutput]:
+    """A scale-conditioned model evaluated with every atom at each scale of ``scales`` in turn.
+
+    The outputs are the anchors of a PredictionSet whose ``scales`` are ``scales``: fixed scales,
+    pool oracles and refinement then evaluate the model itself at those scales.
+    """
+    outputs = []
+    for scale in scales:
+        with model.at_scale(scale):
+            outputs.append(module_forces(model, frames, name=f"s={scale:g}", path=path, advance=advance))
+    return outputs
 
 
 def calculator_forces(

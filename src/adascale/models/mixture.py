@@ -49,7 +49,9 @@ class AdaptiveMixture(Branch):
     branches: the anchors, shortest range first; scales (K,) their positions on the scale
     axis; spec: the router's geometric features; latent_widths: each branch's latent width
     (0 to leave its latents out); hidden: the router MLP's widths; smoothing: corner rounding
-    of the weight map (> 0 for continuous forces).
+    of the weight map (> 0 for continuous forces); global_weight: one learned scale for every
+    atom instead of a router (the capacity-without-adaptivity control); gauge_penalty: weight of
+    :meth:`auxiliary_loss`, which aligns the branches' per-atom energies where atoms mix them.
     """
 
     kind = "adaptive_mixture"
@@ -62,6 +64,8 @@ class AdaptiveMixture(Branch):
         latent_widths: Sequence[int],
         hidden: Sequence[int] = (64, 64),
         smoothing: float = 0.05,
+        global_weight: bool = False,
+        gauge_penalty: float = 0.0,
     ) -> None:
         if len(branches) < 2 or len(scales) != len(branches) or len(latent_widths) != len(branches):
             raise AdaScaleError(f"a mixture needs K >= 2 branches with one scale and one latent width each, got {len(branches)}")
@@ -75,7 +79,12 @@ class AdaptiveMixture(Branch):
         self.latent_widths = [int(w) for w in latent_widths]
         self.hidden = [int(h) for h in hidden]
         self.smoothing = float(smoothing)
-        self.router = RouterNet(len(spec.names) + sum(self.latent_widths), 1, self.hidden)
+        self.global_weight = bool(global_weight)
+        self.gauge_penalty = float(gauge_penalty)
+        if self.global_weight:  # one scale u for all atoms, starting midway
+            self.global_scale = nn.Parameter(torch.tensor(0.5 * (self.scales[0] + self.scales[-1])))
+        else:
+            self.router = RouterNet(len(spec.names) + sum(self.latent_widths), 1, self.hidden)
         self.energy_offsets = nn.Parameter(torch.zeros(len(branches), len(species)))  # (K, S) eV
 
     def config(self) -> dict:
@@ -87,6 +96,8 @@ class AdaptiveMixture(Branch):
             "latent_widths": self.latent_widths,
             "hidden": self.hidden,
             "smoothing": self.smoothing,
+            "global_weight": self.global_weight,
+            "gauge_penalty": self.gauge_penalty,
         }
 
     def components(self, batch) -> tuple[Tensor, Tensor]:
@@ -108,18 +119,36 @@ class AdaptiveMixture(Branch):
     def weights(self, inputs: Tensor) -> Tensor:
         """(n, K) router weights from router inputs (n, F); rows sum to 1."""
         scales = torch.tensor(self.scales, dtype=inputs.dtype, device=inputs.device)
-        return anchor_weights(self.router(inputs)[:, 0], scales, self.smoothing)
+        u = self.global_scale.expand(len(inputs)) if self.global_weight else self.router(inputs)[:, 0]
+        return anchor_weights(u, scales, self.smoothing)
 
     def mix(self, energies: Tensor, inputs: Tensor, numbers: Tensor) -> tuple[Tensor, Tensor]:
         """Mixed atom energies (n,) eV and weights (n, K) from :meth:`components` outputs."""
-        w = self.weights(inputs)
-        offsets = self.energy_offsets.T[self.species_index(numbers)]  # (n, K)
-        return (w * (energies + offsets)).sum(dim=1), w
+        w, aligned = self.weights(inputs), self.aligned(energies, numbers)
+        return (w * aligned).sum(dim=1), w
+
+    def aligned(self, energies: Tensor, numbers: Tensor) -> Tensor:
+        """(n, K) branch atom energies plus their per-species offsets, eV: what the weights mix."""
+        return energies + self.energy_offsets.T[self.species_index(numbers)]
 
     def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
-        """((n,) mixed atom energies eV, (n, K) router weights as the latent features)."""
+        """((n,) mixed atom energies eV, (n, 2K) latent features: router weights, then aligned branch energies)."""
         energies, inputs = self.components(batch)
-        return self.mix(energies, inputs, batch.numbers)
+        mixed, w = self.mix(energies, inputs, batch.numbers)
+        return mixed, torch.cat([w, self.aligned(energies, batch.numbers)], dim=1)
+
+    def auxiliary_loss(self, outputs: dict, batch) -> Tensor:
+        """gauge_penalty x mean over atoms of sum_{k<l} w_ik w_il (e_ik - e_il)^2 (eV^2).
+
+        Where an atom mixes branches k and l, the router's own force term is
+        sum_k e_ik dw_ik/dR: it vanishes only if their aligned energies agree. Unfrozen
+        branches trained jointly are free to agree there, and this term asks them to.
+        """
+        features = outputs["features"]
+        k = self.n_branches
+        w, e = features[:, :k], features[:, k:]
+        pairs = (w[:, :, None] * w[:, None, :]) * (e[:, :, None] - e[:, None, :]) ** 2  # (n, K, K), symmetric
+        return self.gauge_penalty * 0.5 * pairs.sum(dim=(1, 2)).mean()
 
 
 def save_mixture(directory: str | os.PathLike, mixture: AdaptiveMixture, metadata: dict | None = None) -> None:
@@ -145,6 +174,8 @@ def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
             config["latent_widths"],
             config["hidden"],
             config["smoothing"],
+            config.get("global_weight", False),
+            config.get("gauge_penalty", 0.0),
         )
     except FileNotFoundError:
         raise AdaScaleError(f"{directory}: not a mixture directory (no {CONFIG_FILE})") from None
