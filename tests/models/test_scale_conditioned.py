@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from branch_checks import SPECIES, BranchChecks, water_ion_frame
 
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import build_branch
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
+from models.branch_checks import SPECIES, BranchChecks, water_ion_frame
 
 
 def make_model(**kwargs) -> ScaleConditionedPaiNN:
