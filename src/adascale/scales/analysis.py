@@ -91,6 +91,7 @@ class _Reporter:
             "settings": {
                 "bootstrap": {"resamples": self.n_resamples, "seed": self.seed, "level": 0.95, "resampled": "frames"},
                 "anchors": {"scales": self.predictions.scales.tolist(), "branch_names": self.predictions.branch_names},
+                "subsets": self.predictions.subset_definition(),
                 "gain_recovered": "(best fixed anchor - method) / (best fixed anchor - oracle_continuous), per subset",
                 **settings,
             },
