@@ -14,7 +14,8 @@ import numpy as np
 
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet, frame_groups
-from adascale.report.metrics import (
+from adascale.scales.axis import as_pool
+from adascale.scales.metrics import (
     DEFAULT_RESAMPLES,
     FrameBootstrap,
     counts,
@@ -23,7 +24,6 @@ from adascale.report.metrics import (
     mae_by_species,
     method_entry,
 )
-from adascale.scales.axis import as_pool
 from adascale.scales.oracles import Routing, ScaleLosses, anchor_errors, best_global_scale, route_continuous, route_pool
 from adascale.scales.refine import refine_pool
 from adascale.units import force_unit_factor
