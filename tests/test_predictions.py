@@ -131,3 +131,82 @@ def test_frame_groups_are_dense_and_consistent(frame):
     for a in range(len(frame)):
         for b in range(len(frame)):
             assert (groups[a] == groups[b]) == (frame[a] == frame[b])
+
+
+def foreign_arrays(**metadata_and_names) -> dict:
+    """The arrays another tool would write with plain numpy.savez: no adascale helper involved."""
+    arrays = make_arrays(n=16)
+    arrays.pop("branch_names")
+    arrays["branch_names"] = np.array(json.dumps(["short", "long"]))
+    arrays.update(metadata_and_names)
+    return arrays
+
+
+@pytest.mark.parametrize(
+    ("case", "arrays", "ions", "defaults"),
+    [
+        ("no metadata", foreign_arrays(), [11, 17], ["ion_species", "close_contact_nm"]),
+        ("string array of names", foreign_arrays(branch_names=np.array(["short", "long"])), [11, 17], None),
+        ("symbols", foreign_arrays(metadata=np.array(json.dumps({"ion_species": ["Na", "Cl"]}))), [11, 17], ["close_contact_nm"]),
+        (
+            "mixed",
+            foreign_arrays(metadata=np.array(json.dumps({"ion_species": ["Cl", 11], "close_contact_nm": 0.5}))),
+            [17, 11],
+            [],
+        ),
+    ],
+)
+def test_sets_from_other_tools_load_and_analyze(tmp_path, case, arrays, ions, defaults):
+    from adascale.scales.analysis import analyze
+
+    path = tmp_path / "foreign.npz"
+    np.savez(path, **arrays)
+    ps = PredictionSet.load(path)
+    assert ps.branch_names == ["short", "long"], case
+    assert ps.metadata["ion_species"] == ions
+    assert ps.masks()["ions"].sum() == 8  # the Na and Cl of each 4-atom frame, however they were named
+    subsets = analyze(ps, n_resamples=20)["settings"]["subsets"]
+    assert subsets["ion_species"] == ions and subsets["ion_symbols"] == [{11: "Na", 17: "Cl"}[z] for z in ions]
+    if defaults is not None:
+        assert subsets["defaults"] == defaults
+
+
+def test_analyze_says_which_subset_defaults_it_used(tmp_path):
+    from typer.testing import CliRunner
+
+    from adascale.cli import app
+
+    np.savez(tmp_path / "foreign.npz", **foreign_arrays())
+    result = CliRunner().invoke(app, ["analyze", str(tmp_path / "foreign.npz"), "--bootstrap", "10"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (
+        "ions: Na, Cl; close contact: nearest other ion < 0.6 nm (default ion species and close-contact distance" in result.output
+    )
+    result = CliRunner().invoke(app, ["refine", str(tmp_path / "foreign.npz"), "--bootstrap", "10"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "(default ion species and close-contact distance" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        (foreign_arrays(branch_names=np.array("short")), "field 'branch_names': is not valid JSON"),
+        (foreign_arrays(branch_names=np.array(json.dumps({"a": 1}))), "field 'branch_names': must be a JSON list of strings"),
+        (foreign_arrays(branch_names=np.array([1, 2])), "field 'branch_names': expected a JSON string"),
+        (foreign_arrays(branch_names=np.array(["only"])), "field 'branch_names': expected 2 names"),
+        (foreign_arrays(metadata=np.array("{")), "field 'metadata': is not valid JSON"),
+        (foreign_arrays(metadata=np.array(json.dumps([1]))), "field 'metadata': must be a JSON object"),
+        (foreign_arrays(metadata=np.array(json.dumps({"ion_species": ["Xx"]}))), "'Xx' is neither an element symbol"),
+        (foreign_arrays(metadata=np.array(json.dumps({"ion_species": [0]}))), "0 is neither an element symbol"),
+        (foreign_arrays(metadata=np.array(json.dumps({"ion_species": []}))), "field 'metadata': ion_species must be a non-empty"),
+        (foreign_arrays(metadata=np.array(json.dumps({"close_contact_nm": "0.6"}))), "close_contact_nm must be a positive"),
+        (foreign_arrays(metadata=np.array(json.dumps({"close_contact_nm": -1}))), "close_contact_nm must be a positive"),
+    ],
+)
+def test_lenient_fields_still_refuse_nonsense_in_one_line(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(AdaScaleError) as info:
+        PredictionSet.load(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and message in text and "\n" not in text

@@ -37,7 +37,7 @@ from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.predictions import PredictionSet
 from adascale.runtime import set_threads
-from adascale.stages import StageRunner
+from adascale.stages import Stage, StageRunner
 
 SPLITS = ("train", "valid", "test")
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
@@ -121,25 +121,55 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
         tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     stages = StageRunner(out, console)
     data = out / "data"
-
-    stages.run("testbed", config.testbed.model_dump(), lambda: _generate(config, data / "frames.extxyz"))
-    stages.run("split", list(config.split), lambda: _split(data, config.split), after=("testbed",))
-    for anchor in config.anchors:
-        stages.run(
-            f"train_{anchor.name}",
-            anchor.model_dump(),
-            lambda anchor=anchor: _train(anchor, data, out / "branches" / anchor.name),
-            after=("split",),
-        )
-    trained = tuple(f"train_{a.name}" for a in config.anchors)
-    stages.run("predict", config.route_train_frames, lambda: _predict_splits(out, config), after=trained)
-    refine_settings = {"max_size": config.refine_max_size, "tol": config.refine_tol, "units": config.units}
-    stages.run("refine", refine_settings, lambda: _refine(out, config), after=("predict",))
-    stages.run("route", config.bootstrap, lambda: _route(out, config), after=("refine",))
-    mixture_settings = [config.mixture_finetune_minutes, config.mixture_finetune_epochs, config.route_train_frames]
-    stages.run("mixture", mixture_settings, lambda: _mixture(out, config), after=trained + ("split",))
-    stages.run("report", config.units, lambda: _report(out, stages.timings), after=("route", "mixture"))
+    work = {
+        "testbed": lambda: _generate(config, data / "frames.extxyz"),
+        "split": lambda: _split(data, config.split),
+        **{f"train_{a.name}": lambda a=a: _train(a, data, out / "branches" / a.name) for a in config.anchors},
+        "predict": lambda: _predict_splits(out, config),
+        "refine": lambda: _refine(out, config),
+        "route": lambda: _route(out, config),
+        "mixture": lambda: _mixture(out, config),
+        "report": lambda: _report(out, stages.timings),
+    }
+    stages.run_plan(stage_plan(config), work)
     return json.loads((out / REPORT_JSON).read_text())
+
+
+def stage_plan(config: RunConfig) -> dict[str, Stage]:
+    """The stages of ``run`` in order, each with every run setting its output depends on and the
+    earlier stages whose files it reads: the one place a stage declares what its key holds.
+
+    A training stage holds its resolved training config (so editing a config YAML it names
+    retrains it). ``threads`` enters no stage: it changes speed, not results.
+    """
+    from adascale.training.config import load_config
+
+    stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
+    trained = tuple(f"train_{a.name}" for a in config.anchors)
+    return {
+        "testbed": Stage(config.testbed.model_dump()),
+        "split": Stage({"split": list(config.split)}, after=("testbed",)),
+        **{
+            f"train_{a.name}": Stage(
+                {"anchor": a.model_dump(), "resolved": load_config(a.config, a.overrides).model_dump(mode="json")},
+                after=("split",),
+            )
+            for a in config.anchors
+        },
+        "predict": Stage({"route_train_frames": config.route_train_frames}, after=("split", *trained)),
+        "refine": Stage({"max_size": config.refine_max_size, "tol": config.refine_tol, **stats}, after=("predict",)),
+        "route": Stage(stats, after=("predict", "refine")),
+        "mixture": Stage(
+            {
+                "train_frames": config.route_train_frames,
+                "finetune_minutes": config.mixture_finetune_minutes,
+                "finetune_epochs": config.mixture_finetune_epochs,
+                **stats,
+            },
+            after=("split", *trained),
+        ),
+        "report": Stage(stats, after=("predict", "refine", "route", "mixture")),
+    }
 
 
 def _generate(config: RunConfig, path: Path) -> None:

@@ -16,14 +16,17 @@ key                shape        meaning
 ``frame``          (N,)         frame index of each sample
 ``atom``           (N,)         index of the atom within its frame
 ``d_ion``          (N,)         nearest-ion distance, nm; NaN where the frame has no other ion
-``branch_names``   ()           JSON list of K strings
-``metadata``       ()           JSON object; ``ion_species`` (default [11, 17]) and
-                                ``close_contact_nm`` (default 0.6) define the report subsets
+``branch_names``   () or (K,)   K strings: a JSON list, or a plain string array
+``metadata``       ()           optional JSON object; ``ion_species`` (atomic numbers or
+                                symbols, default Na, Cl) and ``close_contact_nm`` (default
+                                0.6) define the report subsets; the reports say which
+                                defaults were used
 ``extra__<name>``  (N, ...) or  any other per-sample array (e.g. inference-time router
                    (K, N, ...)  features), kept as is on save and load
 =================  ===========  =====================================================
 
-N samples (atoms of all frames), K >= 2 anchors.
+N samples (atoms of all frames), K >= 2 anchors. Sets written by other tools need only the
+arrays; everything they hold is checked as strictly as a set written here.
 """
 
 from __future__ import annotations
@@ -34,14 +37,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
 
 from adascale.data.regimes import DEFAULT_CLOSE_CONTACT_NM, DEFAULT_ION_SPECIES, subset_masks
 from adascale.errors import AdaScaleError, located
 from adascale.files import atomic_output
 
 ARRAY_FIELDS: tuple[str, ...] = ("ref", "pred", "scales", "species", "frame", "atom", "d_ion")
-JSON_FIELDS: tuple[str, ...] = ("branch_names", "metadata")
 EXTRA_PREFIX = "extra__"
+#: Metadata keys that define the report subsets, with the defaults used where a set omits them.
+SUBSET_DEFAULTS: dict[str, object] = {"ion_species": list(DEFAULT_ION_SPECIES), "close_contact_nm": DEFAULT_CLOSE_CONTACT_NM}
 
 
 @dataclass
@@ -58,6 +63,8 @@ class PredictionSet:
     branch_names: list[str]
     metadata: dict = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The subset keys (of SUBSET_DEFAULTS) that the given metadata left out, so defaults apply.
+    defaulted: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.ref = np.asarray(self.ref, dtype=float)
@@ -68,11 +75,11 @@ class PredictionSet:
         self.atom = np.asarray(self.atom)
         self.d_ion = np.asarray(self.d_ion, dtype=float)
         self.branch_names = [str(name) for name in self.branch_names]
-        self.metadata = {
-            "ion_species": list(DEFAULT_ION_SPECIES),
-            "close_contact_nm": DEFAULT_CLOSE_CONTACT_NM,
-            **dict(self.metadata),
-        }
+        metadata = dict(self.metadata)
+        self.defaulted = tuple(key for key in SUBSET_DEFAULTS if key not in metadata)
+        self.metadata = {**SUBSET_DEFAULTS, **metadata}
+        self.metadata["ion_species"] = _atomic_numbers(self.metadata["ion_species"])
+        self.metadata["close_contact_nm"] = _positive_nm(self.metadata["close_contact_nm"])
         self.extras = {name: np.asarray(value) for name, value in self.extras.items()}
         self._validate()
 
@@ -98,9 +105,20 @@ class PredictionSet:
         return subset_masks(
             self.species,
             self.d_ion,
-            ion_species=tuple(int(z) for z in self.metadata["ion_species"]),
-            close_contact_nm=float(self.metadata["close_contact_nm"]),
+            ion_species=tuple(self.metadata["ion_species"]),
+            close_contact_nm=self.metadata["close_contact_nm"],
         )
+
+    def subset_definition(self) -> dict:
+        """How the subsets were defined, for reports: ion species (numbers and symbols), the
+        close-contact distance, and which of them are defaults the set did not state."""
+        ions = self.metadata["ion_species"]
+        return {
+            "ion_species": ions,
+            "ion_symbols": [chemical_symbols[z] for z in ions],
+            "close_contact_nm": self.metadata["close_contact_nm"],
+            "defaults": list(self.defaulted),
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the ``.npz`` atomically (temp file in the same folder, then rename)."""
@@ -123,23 +141,19 @@ class PredictionSet:
                 arrays = {key: npz[key] for key in npz.files}
         except Exception as exc:  # zip/pickle/format errors all mean "not a readable .npz"
             raise located(f"not a readable .npz file ({exc})", path=path) from None
-        for name in ARRAY_FIELDS + JSON_FIELDS:
+        for name in (*ARRAY_FIELDS, "branch_names"):
             if name not in arrays:
                 raise located("missing from the file", path=path, field=name)
-        decoded = {}
-        for name in JSON_FIELDS:
-            try:
-                decoded[name] = json.loads(str(arrays[name]))
-            except ValueError:
-                raise located("is not valid JSON", path=path, field=name) from None
-        if not isinstance(decoded["branch_names"], list) or not isinstance(decoded["metadata"], dict):
-            raise located("branch_names must be a JSON list and metadata a JSON object", path=path)
+        branch_names = _branch_names(arrays["branch_names"], path)
+        metadata = _json(arrays["metadata"], path, "metadata") if "metadata" in arrays else {}
+        if not isinstance(metadata, dict):
+            raise located("must be a JSON object", path=path, field="metadata")
         extras = {key[len(EXTRA_PREFIX) :]: value for key, value in arrays.items() if key.startswith(EXTRA_PREFIX)}
         try:
             return cls(
                 **{name: arrays[name] for name in ARRAY_FIELDS},
-                branch_names=decoded["branch_names"],
-                metadata=decoded["metadata"],
+                branch_names=branch_names,
+                metadata=metadata,
                 extras=extras,
             )
         except AdaScaleError as exc:
@@ -175,12 +189,55 @@ class PredictionSet:
         s = self.scales
         if s[0] != 0.0 or s[-1] != 1.0 or not (np.diff(s) > 0).all():
             raise located(f"anchor scales must increase strictly from 0 to 1, got {s.tolist()}", field="scales")
-        for key in ("ion_species", "close_contact_nm"):
-            if key not in self.metadata:
-                raise located(f"missing key {key!r}", field="metadata")
         for name, value in self.extras.items():
             if not (value.shape[:1] == (n,) or value.shape[:2] == (k, n)):
                 raise located(f"expected first axis {n} or first axes ({k}, {n}), got {value.shape}", field=EXTRA_PREFIX + name)
+
+
+def _json(value: np.ndarray, path: Path, name: str) -> object:
+    """Decode a 0-d string array holding JSON; raise naming the field otherwise."""
+    if value.ndim != 0 or value.dtype.kind != "U":
+        raise located(
+            f"expected a JSON string, got an array of dtype {value.dtype} and shape {value.shape}", path=path, field=name
+        )
+    try:
+        return json.loads(str(value))
+    except ValueError:
+        raise located("is not valid JSON", path=path, field=name) from None
+
+
+def _branch_names(value: np.ndarray, path: Path) -> list[str]:
+    """Branch names stored as a JSON list (as PredictionSet.save writes them) or as a (K,) string array."""
+    if value.ndim == 1 and value.dtype.kind == "U":
+        return value.tolist()
+    names = _json(value, path, "branch_names")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise located("must be a JSON list of strings", path=path, field="branch_names")
+    return names
+
+
+def _atomic_numbers(species: object) -> list[int]:
+    """Ion species given as atomic numbers or element symbols (mixed is fine), as atomic numbers."""
+    if isinstance(species, (str, int)):
+        species = [species]
+    if not isinstance(species, (list, tuple)) or not species:
+        raise located(f"ion_species must be a non-empty list of atomic numbers or symbols, got {species!r}", field="metadata")
+    numbers = []
+    for item in species:
+        if isinstance(item, str) and item in atomic_numbers:
+            numbers.append(atomic_numbers[item])
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and 0 < item < len(chemical_symbols):
+            numbers.append(int(item))
+        else:
+            raise located(f"ion_species: {item!r} is neither an element symbol nor an atomic number", field="metadata")
+    return numbers
+
+
+def _positive_nm(value: object) -> float:
+    """The close-contact distance, a positive number of nm."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise located(f"close_contact_nm must be a positive number (nm), got {value!r}", field="metadata")
+    return float(value)
 
 
 def _require_finite(values: np.ndarray, name: str) -> None:

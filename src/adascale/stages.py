@@ -27,6 +27,27 @@ def stable_hash(payload: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """What a stage's output depends on: its settings and the earlier stages whose outputs it reads."""
+
+    settings: object
+    after: tuple[str, ...] = ()
+
+
+def stage_key(name: str, settings: object, upstream: list[str]) -> str:
+    """The key of stage ``name``: its settings, the keys of the stages it reads, the adascale version."""
+    return stable_hash({"stage": name, "settings": settings, "after": upstream, "adascale": __version__})
+
+
+def plan_keys(plan: dict[str, Stage]) -> dict[str, str]:
+    """Every stage's key for a plan (stages in order, each reading only earlier ones)."""
+    keys: dict[str, str] = {}
+    for name, stage in plan.items():
+        keys[name] = stage_key(name, stage.settings, [keys[a] for a in stage.after])
+    return keys
+
+
 @dataclass
 class StageRunner:
     """Runs named stages under ``root``, skipping those whose key matches a finished marker."""
@@ -42,8 +63,7 @@ class StageRunner:
         ``after`` names the earlier stages whose outputs this stage reads: their keys enter this
         one's, so any upstream change invalidates it. Returns True if the work ran.
         """
-        payload = {"stage": name, "settings": settings, "after": [self.keys[a] for a in after], "adascale": __version__}
-        key = stable_hash(payload)
+        key = stage_key(name, settings, [self.keys[a] for a in after])
         self.keys[name] = key
         marker = self.root / ".stages" / f"{name}.json"
         if marker.exists() and json.loads(marker.read_text()).get("key") == key:
@@ -62,3 +82,9 @@ class StageRunner:
             tmp.write_text(json.dumps({"key": key, "seconds": elapsed, "finished": time.time()}))
         self.console.print(f"[green]✓ {name}[/green] in {elapsed:.1f} s")
         return True
+
+    def run_plan(self, plan: dict[str, Stage], work: dict[str, Callable[[], object]]) -> list[str]:
+        """Run every stage of ``plan`` in order with its ``work``; returns the names that ran."""
+        if set(work) != set(plan):
+            raise ValueError(f"stages without work or without a plan: {sorted(set(work) ^ set(plan))}")
+        return [name for name, stage in plan.items() if self.run(name, stage.settings, work[name], after=stage.after)]

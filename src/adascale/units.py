@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from adascale.errors import AdaScaleError
+
 #: kJ/mol per eV (CODATA 2018 exact: e * N_A / 1000).
 KJ_MOL_PER_EV = 96.48533212331002
 #: 1 eV/Å expressed in kJ/mol/nm.
@@ -20,8 +22,6 @@ FORCE_UNITS: dict[str, float] = {
 
 def force_unit_factor(unit: str) -> float:
     """Factor converting eV/Å to ``unit``; raises a clear error for unknown units."""
-    from adascale.errors import AdaScaleError
-
     try:
         return FORCE_UNITS[unit]
     except KeyError:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from adascale.report.metrics import mae_by_species
 from adascale.scales.analysis import analyze, breakdown, method_losses
+from adascale.scales.metrics import mae_by_species
 from adascale.scales.synthetic import synthetic_predictions
 from adascale.units import KJ_MOL_NM_PER_EV_A
 

@@ -51,6 +51,7 @@ def analyze(
     Example: adascale analyze pred_test.npz --fit pred_valid.npz --json analysis.json
     """
     from adascale.report.console import complementarity_table, distance_table, methods_table, report_console
+    from adascale.report.format import subsets_text
     from adascale.scales.analysis import analyze as run_analysis
 
     console = report_console()
@@ -65,6 +66,7 @@ def analyze(
         )
     console.print(methods_table(report, title=f"Scale analysis of {predictions}"))
     console.print(f"best_global_s fitted on: {report['settings']['fitted_on']}; routing per {granularity}")
+    console.print(f"subsets: {subsets_text(report['settings']['subsets'])}")
     console.print(complementarity_table(report))
     console.print(distance_table(report, "ions"))
     write_report(json_out, report, console)
@@ -102,6 +104,7 @@ def refine(
     Example: adascale refine pred_test.npz --fit pred_valid.npz --init 0,1 --max-size 7 --json refine.json
     """
     from adascale.report.console import methods_table, refinement_table, report_console
+    from adascale.report.format import subsets_text
     from adascale.scales.analysis import refine as run_refine
 
     console = report_console()
@@ -119,6 +122,7 @@ def refine(
         )
     console.print(refinement_table(report))
     console.print(methods_table(report, title=f"Refined pool on {predictions}"))
+    console.print(f"subsets: {subsets_text(report['settings']['subsets'])}")
     write_report(json_out, report, console)
 
 

@@ -33,9 +33,9 @@ from adascale.models.batch import AtomsBatch
 from adascale.models.features import FeatureSpec
 from adascale.models.mixture import AdaptiveMixture
 from adascale.predictions import PredictionSet
-from adascale.report.metrics import DEFAULT_RESAMPLES
 from adascale.scales.analysis import analyze
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY
+from adascale.scales.metrics import DEFAULT_RESAMPLES
 from adascale.scales.router_report import add_methods
 from adascale.scales.routers import FitResult, RouterInputs, TrainSettings, fit_router
 from adascale.units import force_unit_factor

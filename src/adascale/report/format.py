@@ -29,3 +29,13 @@ def method_detail(entry: dict) -> str:
     if "pool" in entry:
         return scales_text(entry["pool"])
     return f"s = {entry['s']:.4g}" if "s" in entry else ""
+
+
+def subsets_text(definition: dict) -> str:
+    """``ions: Na, Cl; close contact: nearest other ion < 0.6 nm`` and which parts are defaults."""
+    text = (
+        f"ions: {', '.join(definition['ion_symbols'])}; close contact: nearest other ion < {definition['close_contact_nm']:g} nm"
+    )
+    names = {"ion_species": "ion species", "close_contact_nm": "close-contact distance"}
+    defaults = [names[key] for key in definition.get("defaults", [])]
+    return f"{text} (default {' and '.join(defaults)}: not in the set's metadata)" if defaults else text

@@ -14,7 +14,8 @@ import numpy as np
 
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet, frame_groups
-from adascale.report.metrics import (
+from adascale.scales.axis import as_pool
+from adascale.scales.metrics import (
     DEFAULT_RESAMPLES,
     FrameBootstrap,
     counts,
@@ -23,7 +24,6 @@ from adascale.report.metrics import (
     mae_by_species,
     method_entry,
 )
-from adascale.scales.axis import as_pool
 from adascale.scales.oracles import Routing, ScaleLosses, anchor_errors, best_global_scale, route_continuous, route_pool
 from adascale.scales.refine import refine_pool
 from adascale.units import force_unit_factor
@@ -91,6 +91,7 @@ class _Reporter:
             "settings": {
                 "bootstrap": {"resamples": self.n_resamples, "seed": self.seed, "level": 0.95, "resampled": "frames"},
                 "anchors": {"scales": self.predictions.scales.tolist(), "branch_names": self.predictions.branch_names},
+                "subsets": self.predictions.subset_definition(),
                 "gain_recovered": "(best fixed anchor - method) / (best fixed anchor - oracle_continuous), per subset",
                 **settings,
             },

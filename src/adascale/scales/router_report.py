@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from adascale.errors import AdaScaleError
+from adascale.files import write_json
 from adascale.predictions import PredictionSet
-from adascale.report.metrics import DEFAULT_RESAMPLES, FrameBootstrap, gain_recovered, method_entry
 from adascale.scales.analysis import analyze, check_same_anchors
 from adascale.scales.axis import as_pool
+from adascale.scales.metrics import DEFAULT_RESAMPLES, FrameBootstrap, gain_recovered, method_entry
 from adascale.scales.oracles import ScaleLosses, anchor_errors
 from adascale.scales.refine import refine_pool
 from adascale.scales.routers import KINDS, FitResult, Router, RouterInputs, TrainSettings, fit_router
@@ -146,8 +147,6 @@ def add_gains(methods: dict, names: Sequence[str]) -> None:
 
 def save_routers(directory: str | Path, fits: dict[str, FitResult], selected: str) -> None:
     """``DIR/hard/``, ``DIR/soft/`` (one router each) and ``DIR/selected.json`` naming the chosen kind."""
-    from adascale.files import write_json
-
     directory = Path(directory)
     for kind, fit in fits.items():
         fit.router.save(directory / kind)

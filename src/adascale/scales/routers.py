@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from adascale.errors import AdaScaleError, located
+from adascale.files import atomic_write_bytes, write_json
 from adascale.nn.mlp import RouterNet
 from adascale.nn.smooth import anchor_weights
 from adascale.predictions import PredictionSet
@@ -179,8 +180,6 @@ class Router:
 
     def save(self, directory: str | Path) -> None:
         """``router.json`` (config) and ``router.pt`` (state_dict), each written atomically."""
-        from adascale.files import atomic_write_bytes, write_json
-
         directory = Path(directory)
         atomic_write_bytes(directory / WEIGHTS_FILE, lambda file: torch.save(self.net.state_dict(), file))
         write_json(directory / CONFIG_FILE, asdict(self.config))

@@ -1,4 +1,4 @@
-"""Report metrics: subset MAEs with frame-bootstrap confidence intervals, MAE against a
+"""Metrics of scale methods: subset MAEs with frame-bootstrap confidence intervals, MAE against a
 per-sample quantity (nearest-ion distance), and the DESIGN §5 report blocks.
 
 Inputs are per-sample losses l_i in eV/Å (mean over x, y, z of |F_pred - F_ref|) and the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adascale.report.metrics import FrameBootstrap, gain_recovered, mae_by_bins, method_entry, subset_mae
+from adascale.scales.metrics import FrameBootstrap, gain_recovered, mae_by_bins, method_entry, subset_mae
 
 
 def test_interval_is_the_percentile_of_explicit_frame_resamples(rng):

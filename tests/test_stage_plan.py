@@ -1,0 +1,123 @@
+"""Each run setting reruns exactly the stages whose output depends on it (the stage keys of `run`).
+
+The stages run through the real StageRunner with stand-in work that records what ran, so the
+test checks the cache mechanics and the keys together without training anything.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel
+from rich.console import Console
+
+from adascale.pipeline import RunConfig, load_run_config, stage_plan
+from adascale.stages import StageRunner
+
+BASE = load_run_config(None, quick=True)
+ANCHORS = [a.name for a in BASE.anchors]  # local, long_range
+ALL = ["testbed", "split", *(f"train_{n}" for n in ANCHORS), "predict", "refine", "route", "mixture", "report"]
+AFTER_TRAINING = ["predict", "refine", "route", "mixture", "report"]
+
+#: Every leaf setting of RunConfig -> the stages a change of it must rerun (anchors.<i>.<field>
+#: per anchor; testbed.* for every testbed field). A new setting fails the completeness test
+#: below until it is declared here and in stage_plan.
+RERUNS: dict[str, list[str]] = {
+    "testbed.*": ALL,
+    "split": ALL[1:],
+    "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
+    "anchors.1.*": [f"train_{ANCHORS[1]}", *AFTER_TRAINING],
+    "route_train_frames": AFTER_TRAINING,
+    "refine_max_size": ["refine", "route", "report"],
+    "refine_tol": ["refine", "route", "report"],
+    "mixture_finetune_minutes": ["mixture", "report"],
+    "mixture_finetune_epochs": ["mixture", "report"],
+    "units": ["refine", "route", "mixture", "report"],
+    "bootstrap": ["refine", "route", "mixture", "report"],
+    "threads": [],
+}
+
+
+def leaf_settings(value: object, prefix: str = "") -> dict[str, object]:
+    """Dotted path -> value of every leaf setting of a config (lists of models by index)."""
+    if isinstance(value, BaseModel):
+        items = {name: getattr(value, name) for name in type(value).model_fields}
+    elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        items = {str(i): item for i, item in enumerate(value)}
+    else:
+        return {prefix: value}
+    out: dict[str, object] = {}
+    for name, item in items.items():
+        out.update(leaf_settings(item, f"{prefix}.{name}" if prefix else name))
+    return out
+
+
+def changed(path: str, value: object) -> object:
+    """Another valid value of a setting."""
+    if path.endswith(".config"):
+        return "long_range" if value == "local" else "local"
+    if path.endswith(".overrides"):
+        return [*value, "model.features=16"]
+    if path == "units":
+        return "meV/A"
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if value is None:
+        return 2
+    if isinstance(value, str):
+        return value + "_2"
+    if isinstance(value, tuple):
+        return (value[0] - 1, *value[1:])
+    raise TypeError(f"{path}: no change rule for {value!r}")
+
+
+def with_setting(config: RunConfig, path: str, value: object) -> RunConfig:
+    raw = config.model_dump()
+    *parents, last = path.split(".")
+    node = raw
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[last] = value
+    return RunConfig.model_validate(raw)
+
+
+def expected(path: str) -> list[str]:
+    for pattern, stages in RERUNS.items():
+        if pattern == path or (pattern.endswith(".*") and path.startswith(pattern[:-1])):
+            return stages
+    raise KeyError(path)
+
+
+def reran(root, config: RunConfig) -> list[str]:
+    """Run every stage of ``config``'s plan under ``root`` with stand-in work; the names that ran."""
+    plan = stage_plan(config)
+    return StageRunner(root, Console(quiet=True)).run_plan(plan, {name: lambda: None for name in plan})
+
+
+def test_every_setting_is_declared():
+    for path in leaf_settings(BASE):
+        expected(path)  # KeyError: a new run setting: declare what it reruns in RERUNS and stage_plan
+
+
+@pytest.mark.parametrize("path", sorted(leaf_settings(BASE)))
+def test_a_changed_setting_reruns_exactly_its_stages(tmp_path, path):
+    assert reran(tmp_path, BASE) == ALL
+    assert reran(tmp_path, BASE) == []
+    value = changed(path, leaf_settings(BASE)[path])
+    other = with_setting(BASE, path, value)
+    stages = expected(path)
+    if path.endswith(".name"):  # a renamed anchor is a new training stage
+        stages = [f"train_{value}" if stage == f"train_{value[:-2]}" else stage for stage in stages]
+    assert reran(tmp_path, other) == stages
+    assert reran(tmp_path, other) == []
+
+
+def test_editing_a_training_config_file_retrains_that_anchor(tmp_path):
+    config_file = tmp_path / "local.yaml"
+    config_file.write_text("model:\n  features: 16\n")
+    config = with_setting(BASE, "anchors.0.config", str(config_file))
+    root = tmp_path / "run"
+    assert reran(root, config) == ALL
+    config_file.write_text("model:\n  features: 24\n")
+    assert reran(root, config) == [f"train_{ANCHORS[0]}", *AFTER_TRAINING]
