@@ -10,9 +10,16 @@ from ewald_reference import COULOMB_EV_A, ewald_energy, excluded_pair_energy
 from adascale.data.frames import Frame
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
-from adascale.models.electrostatics import Electrostatics, exclusion_switch
+from adascale.models.electrostatics import Electrostatics
 
 NACL_MADELUNG = 1.747564594633
+
+
+def window(r: np.ndarray, inner: float, outer: float) -> np.ndarray:
+    """The documented exclusion window, written here from its definition (not the code's):
+    f = 1 for r <= inner, 0 for r >= outer, the C2 (quintic) smoothstep 1 - (10 x^3 - 15 x^4 + 6 x^5) between."""
+    x = np.clip((np.asarray(r, float) - inner) / (outer - inner), 0.0, 1.0)
+    return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
 
 
 def energy(method: str, frame: Frame, charges: np.ndarray, cutoff: float, inner: float, outer: float) -> float:
@@ -55,7 +62,7 @@ def test_point_charge_box_matches_textbook_ewald_minus_exclusion(method, toleran
     frame, charges = point_charge_box(seed)
     inner, outer = 1.5, 2.5
     reference = ewald_energy(charges, frame.positions, frame.cell, alpha=0.45) - excluded_pair_energy(
-        charges, frame.positions, frame.cell, lambda r: exclusion_switch(torch.as_tensor(r), inner, outer).numpy(), outer
+        charges, frame.positions, frame.cell, lambda r: window(r, inner, outer), outer
     )
     assert energy(method, frame, charges, 4.0, inner, outer) == pytest.approx(reference, rel=tolerance)
 
@@ -66,9 +73,33 @@ def test_molecule_is_direct_coulomb_with_exclusion():
     inner, outer = 1.5, 2.5
     d = np.linalg.norm(frame.positions[:, None] - frame.positions[None], axis=-1)
     i, j = np.triu_indices(len(d), 1)
-    kept = 1 - exclusion_switch(torch.as_tensor(d[i, j]), inner, outer).numpy()
+    kept = 1 - window(d[i, j], inner, outer)
     reference = COULOMB_EV_A * np.sum(charges[i] * charges[j] * kept / d[i, j])
     assert energy("ewald", molecule, charges, 3.0, inner, outer) == pytest.approx(reference, rel=1e-12)
+
+
+def pair_energy(r: float, inner: float, outer: float, q: tuple[float, float] = (0.8, -0.6)) -> float:
+    """Electrostatic energy (eV) of two charges r Å apart, alone (no cell)."""
+    positions = np.array([[0.0, 0.0, 0.0], [r * 0.6, r * 0.8, 0.0]])
+    pair = Frame(np.array([8, 1]), positions, np.zeros((3, 3)), np.zeros(3, bool), None, None)
+    return energy("ewald", pair, np.array(q), 3.0, inner, outer)
+
+
+def test_exclusion_window_is_one_inside_zero_outside_one_half_at_the_midpoint():
+    """E(r) = k q1 q2 (1 - f(r)) / r, so f(r) = 1 - E r / (k q1 q2) read off the energy of a pair.
+
+    Removing the exclusion makes f = 0 everywhere; a wrong width moves f off 1 just outside
+    ``inner``, off 0 just inside ``outer`` and off 0.5 at the midpoint."""
+    inner, outer, k_qq = 1.5, 2.5, COULOMB_EV_A * 0.8 * -0.6
+    r = np.array([0.9, 1.2, 1.5, 1.55, 1.8, 2.0, 2.2, 2.45, 2.5, 2.8, 3.5])
+    f = np.array([1.0 - pair_energy(x, inner, outer) * x / k_qq for x in r])
+    np.testing.assert_allclose(f, window(r, inner, outer), atol=1e-12)
+    np.testing.assert_allclose(f[r <= inner], 1.0, atol=1e-12)
+    np.testing.assert_allclose(f[r >= outer], 0.0, atol=1e-12)
+    assert f[r == 2.0] == pytest.approx(0.5, abs=1e-12)
+    assert 0.99 < f[r == 1.55][0] < 1.0 and 0.0 < f[r == 2.45][0] < 0.01  # smooth, not a hard step
+    # another window: the same definition with its own inner and outer
+    assert 1.0 - pair_energy(1.75, 1.0, 2.5) * 1.75 / k_qq == pytest.approx(0.5, abs=1e-12)
 
 
 def test_molecule_in_a_large_box_approaches_the_molecule():

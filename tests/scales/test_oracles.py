@@ -138,3 +138,27 @@ def test_hard_oracle_picks_the_best_anchor_and_the_ordering_holds():
     pool = route_pool(losses, [0.0, 0.25, 0.5, 0.75, 1.0])
     assert (continuous.loss <= pool.loss + 1e-12).all() and (pool.loss <= hard.loss + 1e-12).all()
     assert hard.loss.mean() < anchor_loss.mean(axis=1).min()
+
+
+def test_exact_ties_go_to_the_lower_scale():
+    """DESIGN: ties keep the lower scale. Each case is an exact tie in floating point."""
+    scales = np.array([0.0, 1.0])
+    # hard oracle: anchor errors of equal |.| component by component, so l(0) == l(1) exactly
+    e0 = np.array([[1.0, -2.0, 0.5]])
+    hard = route_pool(ScaleLosses(np.stack([e0, -e0]), scales), scales)
+    assert hard.s.tolist() == [0.0]
+    # pool oracle: E(s) = (3, 3, 3) - 4 s (1, 1, 1), so l(0.5) == l(1) == 1 exactly and l(0) == 3
+    errors = np.stack([np.full((1, 3), 3.0), np.full((1, 3), -1.0)])
+    pool = route_pool(ScaleLosses(errors, scales), [0.0, 0.5, 1.0])
+    assert pool.s.tolist() == [0.5] and pool.loss.tolist() == [1.0]
+    # three anchors, the tie between the upper two
+    three = ScaleLosses(np.stack([np.full((1, 3), 5.0), e0, -e0]), np.array([0.0, 0.5, 1.0]))
+    assert route_pool(three, three.scales).s.tolist() == [0.5]
+    # continuous oracle: l(t) = (|t - 0.75| + |t - 0.25| + 0.5) / 3 is flat on [0.25, 0.75];
+    # the higher kink comes first (x component), so "first candidate wins" is not enough
+    flat = np.stack([np.array([[-0.75, 0.25, 0.5]]), np.array([[0.25, -0.75, 0.5]])])
+    continuous = route_continuous(flat, scales)
+    assert continuous.s.tolist() == [0.25] and continuous.loss.tolist() == [1.0 / 3.0]
+    per_frame = route_continuous(np.repeat(flat, 2, axis=1), scales, np.array([0, 0]))
+    assert per_frame.s.tolist() == [0.25, 0.25]
+    assert best_global_scale(flat, scales) == (0.25, 1.0 / 3.0)

@@ -66,3 +66,73 @@ def test_stopping_rules():
     assert all(g >= 0.05 for g in gains) and strict[-1].pool.size < 9
     with pytest.raises(AdaScaleError, match="update"):
         refine_pool(losses, [0.0, 1.0], update="newton")
+
+
+def brute_pool_loss(errors: np.ndarray, scales: np.ndarray, pool, groups: np.ndarray | None = None) -> float:
+    """L(P) straight from the definitions: F(s) = (1-t) F_j + t F_j+1, l_i = mean_c |E_i,c(s)|,
+    each unit (sample or frame) takes its best scale of the pool, mean over samples."""
+    columns = []
+    for p in pool:
+        j = min(int(np.searchsorted(scales, p, side="right")) - 1, len(scales) - 2)
+        t = (p - scales[j]) / (scales[j + 1] - scales[j])
+        loss = np.abs((1 - t) * errors[j] + t * errors[j + 1]).mean(axis=-1)
+        columns.append(loss if groups is None else np.bincount(groups, loss))
+    return float(np.min(columns, axis=0).sum() / errors.shape[1])
+
+
+def brute_best_insertion(losses: ScaleLosses, pool: np.ndarray) -> tuple[float, float]:
+    """(midpoint, L(P with it)) minimising L over every midpoint of adjacent scales, by brute force."""
+    tried = [
+        (brute_pool_loss(losses.errors, losses.scales, np.append(pool, c), losses.groups), c) for c in (pool[:-1] + pool[1:]) / 2
+    ]
+    loss, c = min(tried)
+    return c, loss
+
+
+@pytest.mark.parametrize("seed, anchors, per_frame", [(0, 2, False), (1, 2, False), (2, 3, False), (3, 2, True), (4, 3, True)])
+def test_every_insertion_is_the_brute_force_best_midpoint(seed, anchors, per_frame):
+    losses = table(seed, anchors=anchors, per_frame=per_frame)
+    history = refine_pool(losses, [0.0, 1.0], max_size=8, tol=0.0)
+    assert len(history) == 7  # six insertions, none skipped
+    for before, after in zip(history, history[1:]):
+        (inserted,) = np.setdiff1d(after.pool, before.pool)
+        c, loss = brute_best_insertion(losses, before.pool)
+        assert inserted == c
+        assert after.loss == pytest.approx(loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed, per_frame", [(0, False), (6, False), (7, True)])
+def test_refinement_stops_exactly_at_its_relative_tolerance(seed, per_frame):
+    """Gain = (L(P) - L(P with c)) / L(P). Set tol just under the smallest of the first three
+    greedy gains: the run must take at least those three steps, every accepted gain is >= tol,
+    and the first rejected (brute-force best) insertion gains < tol."""
+    losses = table(seed, per_frame=per_frame)
+    free = refine_pool(losses, [0.0, 1.0], max_size=9, tol=0.0)
+    gains = [(a.loss - b.loss) / a.loss for a, b in zip(free, free[1:])]
+    tol = 0.99 * min(gains[:3])
+    history = refine_pool(losses, [0.0, 1.0], max_size=9, tol=tol)
+    assert len(history) >= 4
+    for a, b in zip(history, history[1:]):
+        assert (a.loss - b.loss) / a.loss >= tol
+    assert history[-1].pool.size < 9  # stopped by the tolerance, not the budget
+    _, rejected = brute_best_insertion(losses, history[-1].pool)
+    assert (history[-1].loss - rejected) / history[-1].loss < tol
+
+
+def test_gradient_update_needs_several_moves_and_reaches_the_optimum():
+    """Samples whose loss is w_i |s - s°_i| (E(s) = (s - s°) D_i). From the inserted 0.5, Lloyd
+    moves 0.5 -> 0.4 -> 0.21 -> 0.11: each move draws a heavier cluster on the left into
+    the interior scale's share, (0.25, 0.75) -> (0.2, 0.7) -> (0.105, 0.605). 0.11 is the
+    global optimum of L({0, p, 1}) (brute force over a fine grid and every kink)."""
+    clusters = {0.6: 10, 0.4: 11, 0.21: 22, 0.11: 50}
+    s_true = np.repeat(list(clusters), list(clusters.values()))
+    d = np.random.default_rng(0).normal(size=(s_true.size, 3))
+    errors = np.stack([-s_true[:, None] * d, (1 - s_true[:, None]) * d])
+    losses = ScaleLosses(errors, np.array([0.0, 1.0]))
+    history = refine_pool(losses, [0.0, 1.0], max_size=3, tol=0.0, update="gradient")
+    moves = [step.pool[1] for step in history if step.kind == "move"]
+    np.testing.assert_allclose(moves, [0.4, 0.21, 0.11], atol=1e-12)
+    kinks = np.concatenate([s_true, 2 * s_true, 2 * s_true - 1, np.linspace(0, 1, 10001)])
+    best = min(brute_pool_loss(errors, losses.scales, [0.0, p, 1.0]) for p in np.unique(np.clip(kinks, 0, 1)))
+    assert history[-1].loss == pytest.approx(best, rel=1e-12)
+    assert brute_pool_loss(errors, losses.scales, [0.0, 0.4, 1.0]) > 1.1 * best  # one move is far from it

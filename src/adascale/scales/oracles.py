@@ -174,17 +174,21 @@ def route_continuous(errors: np.ndarray, scales: np.ndarray, groups: np.ndarray 
 
 def _continuous_per_sample(errors: np.ndarray, scales: np.ndarray) -> Routing:
     """l_i is convex and piecewise linear in t inside each interval, so its minimum sits at
-    t = 0, t = 1 or a clipped kink x_c: five candidates per interval, O(N K) in all."""
+    t = 0, t = 1 or a clipped kink x_c: five candidates per interval, O(N K) in all.
+
+    Candidates come in increasing s (each sample's kinks sorted), so that the first-wins
+    rule of :func:`running_min` keeps the lower scale on a flat minimum."""
     anchor_loss = mean_abs(errors)  # (K, N)
 
     def candidates() -> Iterator[tuple[np.ndarray, float | np.ndarray]]:
-        for j in range(errors.shape[0]):
-            yield anchor_loss[j], scales[j]
         for j in range(errors.shape[0] - 1):
+            yield anchor_loss[j], scales[j]
             x, _ = _breakpoints(errors, j)
+            x = np.sort(x, axis=1)
             e, d = errors[j], errors[j + 1] - errors[j]
             for c in range(3):
                 yield mean_abs(e + x[:, c : c + 1] * d), scales[j] + (scales[j + 1] - scales[j]) * x[:, c]
+        yield anchor_loss[-1], scales[-1]
 
     loss, s = running_min(candidates())
     return Routing(loss=loss, s=s)
