@@ -1,6 +1,6 @@
 """adascale: machine-learned molecular force prediction across spatial scales.
 
-Heavy parts (torch models, the ASE calculator) are imported lazily so that
+Heavy parts (torch models, the ASE calculator, the rigid-water constraint) are imported lazily so that
 ``import adascale`` and the command line stay fast.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "AdaScaleCalculator"]
+__all__ = ["__version__", "AdaScaleCalculator", "RigidWater"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from adascale.deploy.calculator import AdaScaleCalculator
 
         return AdaScaleCalculator
+    if name == "RigidWater":
+        from adascale.deploy.rigid_water import RigidWater
+
+        return RigidWater
     raise AttributeError(f"module 'adascale' has no attribute {name!r}")

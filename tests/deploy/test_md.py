@@ -8,21 +8,24 @@ from ase.constraints import FixBondLengths
 from ase.io import read, write
 from typer.testing import CliRunner
 
+import adascale
 from adascale.cli import app
 from adascale.deploy.calculator import AdaScaleCalculator
-from adascale.deploy.md import RigidWaters, find_waters, run_md
+from adascale.deploy.md import run_md
+from adascale.deploy.rigid_water import find_waters
 from adascale.errors import AdaScaleError
 from adascale.models.mixture import save_mixture
 from models.branch_checks import water_ion_frame
 
 
-def test_rigid_waters_is_exactly_ases_fix_bond_lengths():
+def test_rigid_water_is_exactly_ases_fix_bond_lengths():
     frame = water_ion_frame(12, 2, 8.5, seed=3, spacing_jitter=0.1)
     atoms = frame.to_atoms()
     atoms.wrap()  # some waters now straddle the cell faces: minimum images matter
     waters = find_waters(atoms)
     assert waters.shape == (12, 3) and (atoms.numbers[waters] == [8, 1, 1]).all()
-    mine, reference = RigidWaters(waters), FixBondLengths(RigidWaters(waters).pairs)
+    mine = adascale.RigidWater(atoms)
+    reference = FixBondLengths(mine.pairs)
     rng = np.random.default_rng(0)
     moved = atoms.positions + rng.normal(scale=0.05, size=atoms.positions.shape)
     ours, theirs = moved.copy(), moved.copy()
@@ -50,7 +53,7 @@ def _nve(mixture, mode: str, timestep_fs: float, duration_fs: float = 25.0):
     atoms = water_ion_frame(4, 1, 8.0, seed=1, periodic=False).to_atoms()
     summary = run_md(
         atoms,
-        AdaScaleCalculator(mixture, mode=mode),
+        AdaScaleCalculator(mixture, mode=mode, dtype="float64"),
         steps=round(duration_fs / timestep_fs),
         timestep_fs=timestep_fs,
         temperature_K=300.0,

@@ -1,119 +1,102 @@
-"""``AdaScaleCalculator``: an ASE calculator for one branch or an adaptive mixture.
+"""``AdaScaleCalculator``: an ASE calculator for any adascale model (branch, mixture, scale-conditioned).
 
-Energy (eV), forces (eV/Å) and, for fully periodic cells, stress (eV/Å³, ASE's sign and
-Voigt order) all come from one autograd pass over E(R, ε): positions and cell are deformed
-by a symmetric strain ε, R' = R (1 + ε), cell' = cell (1 + ε), and
+It keeps ASE's contract: energy, free_energy, energies (per atom) and forces always; stress
+(ASE's sign and Voigt order, from the strain derivative of the energy) only for cells periodic
+in all three directions, and ``PropertyNotImplementedError`` otherwise, as ASE's own
+calculators do. The numbers come from :class:`adascale.deploy.potential.Potential`, which the
+OpenMM engine shares (see there for the dtype, the Verlet skin and the two mixture modes).
 
-    F = −∂E/∂R,    σ = (1/V) ∂E/∂ε   at ε = 0
-
-(the strain derivative is exact for energies that depend on the cell only through the
-edge vectors and the Ewald/PME sums, as adascale's branches do).
-
-Two deployment modes for a mixture (``mode``):
-
-* ``"conservative"`` (default): forces of the mixture's total energy. Use it for MD.
-* ``"force_mixing"``: per-atom mixing of the branches' forces with the router's weights,
-  F_i = Σ_k w_ik F_ik, as the paper routes. Not the gradient of any energy (the reported
-  energy is the mixture's), so MD with it drifts; use it for single-point forces only.
+Loading: ``AdaScaleCalculator(MODEL_DIR)`` for a model directory, or
+``AdaScaleCalculator.from_run(RUN_DIR)`` for the model a finished ``adascale run`` deployed
+(``RUN_DIR/deployed``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from adascale.deploy.potential import DEFAULT_SKIN, Potential
 from adascale.errors import AdaScaleError
 
-MODES = ("conservative", "force_mixing")
+__all__ = ["AdaScaleCalculator", "load_model", "deployed_model_dir"]
+
+DEPLOYED_DIR = "deployed"
+
+
+def deployed_model_dir(run: str | Path) -> Path:
+    """``RUN/deployed``: the model directory a finished ``adascale run`` deployed."""
+    run = Path(run)
+    if not run.is_dir():
+        raise AdaScaleError(f"{run}: no such run directory")
+    if not (run / DEPLOYED_DIR).is_dir():
+        raise AdaScaleError(
+            f"{run}: this run has no deployed model ({run / DEPLOYED_DIR} is missing); finish it with `adascale run --out {run}` "
+            "or pass a model directory instead"
+        )
+    return run / DEPLOYED_DIR
+
+
+def _is_run_dir(path: Path) -> bool:
+    return (path / DEPLOYED_DIR).is_dir() or (path / "report.json").is_file() or (path / ".stages").is_dir()
 
 
 def load_model(path: str | Path):
-    """A branch directory (``adascale train``) or a mixture directory (``adascale mixture``), in eval mode."""
+    """The model of a model directory, in eval mode (the one place deployment loads models).
+
+    A run directory passed here is refused with a pointer to ``from_run`` / ``--run``.
+    """
     from adascale.models.io import load_branch
     from adascale.models.mixture import is_mixture_dir, load_mixture
 
+    path = Path(path)
+    if _is_run_dir(path):
+        raise AdaScaleError(
+            f"{path} is a run directory (adascale run output), not a model directory: use "
+            f"AdaScaleCalculator.from_run({str(path)!r}) or --run {path}, or pass {path / DEPLOYED_DIR}"
+        )
     return load_mixture(path) if is_mixture_dir(path) else load_branch(path)
 
 
 class AdaScaleCalculator(Calculator):
-    """ASE calculator over an adascale branch or mixture.
+    """ASE calculator over an adascale model.
 
-    model: a model directory or an already built module (a Branch or AdaptiveMixture).
-    dtype: "float64" (default: MD energy conservation) or "float32" (about twice as fast).
-    mode: "conservative" or "force_mixing" (mixtures only; see the module docstring).
+    model: a model directory or an already built model (any :class:`adascale.models.base.Branch`).
+    dtype: "float32" (default) or "float64". skin: Verlet skin in Å (0 rebuilds the list every call).
+    mode: "conservative" or "force_mixing" (mixtures only; no stress).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
-
-    def __init__(self, model, *, dtype: str = "float64", mode: str = "conservative", **kwargs) -> None:
+    def __init__(
+        self, model, *, dtype: str = "float32", mode: str = "conservative", skin: float = DEFAULT_SKIN, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
-        from adascale.models.mixture import AdaptiveMixture
+        model = load_model(model) if isinstance(model, (str, Path)) else model
+        self.potential = Potential(model, dtype=dtype, skin=skin, mode=mode)
+        self.model, self.mode = self.potential.model, mode
+        self.implemented_properties = ["energy", "free_energy", "energies", "forces"]
+        if self.potential.has_stress:
+            self.implemented_properties.append("stress")
 
-        if mode not in MODES:
-            raise AdaScaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        self.dtype = getattr(torch, dtype)
-        self.model = (load_model(model) if isinstance(model, (str, Path)) else model).to(self.dtype).eval()
-        if mode == "force_mixing" and not isinstance(self.model, AdaptiveMixture):
-            raise AdaScaleError("force_mixing needs a mixture model; a single branch is always conservative")
-        self.mode = mode
+    @classmethod
+    def from_run(cls, run: str | Path, **kwargs) -> AdaScaleCalculator:
+        """The calculator of the model ``adascale run`` deployed in ``run`` (``run/deployed``)."""
+        return cls(deployed_model_dir(run), **kwargs)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
-        from adascale.data.frames import Frame, check_cutoff
-        from adascale.models.batch import AtomsBatch
-
         super().calculate(atoms, properties, system_changes)
         pbc = np.asarray(self.atoms.pbc, dtype=bool)
-        frame = Frame(
-            numbers=self.atoms.numbers.astype(np.int64),
-            positions=self.atoms.get_positions(wrap=bool(pbc.any())),
-            cell=np.asarray(self.atoms.cell),
-            pbc=pbc,
-            forces=None,
-            energy=None,
-        )
-        check_cutoff(frame, self.model.cutoff)
-        batch = AtomsBatch.from_frame(frame, self.model.cutoff, dtype=self.dtype)
-        positions = batch.positions.requires_grad_(True)
-        strain = torch.zeros(3, 3, dtype=self.dtype, requires_grad=True)
-        deform = torch.eye(3, dtype=self.dtype) + 0.5 * (strain + strain.T)
-        strained = replace(batch, positions=positions @ deform, cell=batch.cell @ deform)
-
-        if self.mode == "force_mixing":
-            atom_energy, forces = self._force_mixing(strained, positions)
-            gradient = None
-        else:
-            atom_energy, _ = self.model.atom_energies(strained)
-            energy = atom_energy.sum()
-            wants_stress = "stress" in properties and bool(pbc.all())
-            inputs = [positions, strain] if wants_stress else [positions]
-            gradient = torch.autograd.grad(energy, inputs)
-            forces = -gradient[0]
-        energy = float(atom_energy.detach().sum())
+        stress = "stress" in properties
+        if stress and not pbc.all():
+            raise PropertyNotImplementedError(f"stress needs a cell periodic in 3D, got pbc={pbc.tolist()}")
+        result = self.potential.compute(self.atoms.numbers, self.atoms.positions, self.atoms.cell.array, pbc, stress=stress)
         self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "energies": atom_energy.detach().double().numpy(),
-            "forces": forces.detach().double().numpy(),
+            "energy": result.energy,
+            "free_energy": result.energy,
+            "energies": result.energies,
+            "forces": result.forces,
         }
-        if gradient is not None and len(gradient) == 2:
-            volume = abs(float(np.linalg.det(frame.cell)))
-            self.results["stress"] = full_3x3_to_voigt_6_stress(gradient[1].detach().double().numpy() / volume)
-        elif "stress" in properties:
-            reason = (
-                "force_mixing has no energy whose strain derivative is its stress"
-                if self.mode == "force_mixing"
-                else "the cell is not periodic in 3D"
-            )
-            raise AdaScaleError(f"stress unavailable: {reason}")
-
-    def _force_mixing(self, batch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixture energies and per-atom mixed branch forces Σ_k w_ik F_ik (n, 3)."""
-        energies, inputs = self.model.components(batch)
-        mixed, weights = self.model.mix(energies, inputs, batch.numbers)
-        branch_forces = [-torch.autograd.grad(e, positions, retain_graph=True)[0] for e in energies.sum(dim=0)]
-        return mixed.detach(), torch.einsum("nk,knc->nc", weights.detach(), torch.stack(branch_forces))
+        if result.stress is not None:
+            self.results["stress"] = full_3x3_to_voigt_6_stress(result.stress)

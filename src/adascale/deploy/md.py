@@ -1,11 +1,8 @@
 """Molecular dynamics through ASE with an adascale branch or mixture.
 
-Rigid water: the NaCl(aq) testbed's labels come from rigid SPC/E water, so its frames never
-show a stretched or bent water and a model trained on them knows nothing about those
-motions. MD must keep water rigid too: :func:`rigid_water_constraint` finds each water by
-connectivity (an O with exactly two H within ``bond_cutoff``) and fixes its O–H, O–H and
-H–H distances with ASE's ``FixBondLengths`` (RATTLE), which removes 3 degrees of freedom per
-water. Disable it only for models trained on flexible water.
+Rigid water: the NaCl(aq) testbed's labels come from rigid SPC/E water, so MD keeps every
+water rigid with :class:`adascale.deploy.rigid_water.RigidWater` (found by connectivity,
+RATTLE on its three distances). Disable it only for models trained on flexible water.
 
 NVE uses velocity Verlet, NVT Langevin. The summary reports the total-energy drift, the
 least-squares slope of E_tot(t) per atom (eV/atom/ps): for a conservative potential and a
@@ -20,101 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase.constraints import FixBondLengths
 
+from adascale.deploy.rigid_water import rigid_water_constraint
 from adascale.errors import AdaScaleError
 
 ENSEMBLES = ("nve", "nvt")
-
-
-def find_waters(atoms, bond_cutoff: float = 1.25) -> np.ndarray:
-    """(W, 3) atom indices [O, H, H] of every water, found by connectivity.
-
-    A water is an O with exactly two H closer than ``bond_cutoff`` Å (minimum image). An H
-    bonded to several O, or an O with one or three H, is an error: the frame is not made of
-    intact waters.
-    """
-    from adascale.data.frames import Frame
-    from adascale.data.neighbours import neighbour_list
-
-    frame = Frame(atoms.numbers, atoms.get_positions(), np.asarray(atoms.cell), np.asarray(atoms.pbc, bool), None, None)
-    pairs = neighbour_list(frame, bond_cutoff)
-    bonded = (atoms.numbers[pairs.i] == 8) & (atoms.numbers[pairs.j] == 1)
-    oxygen, hydrogen = pairs.i[bonded], pairs.j[bonded]
-    if len(np.unique(hydrogen)) != len(hydrogen):
-        raise AdaScaleError(f"rigid water: some H has several O within {bond_cutoff} Å; is this water?")
-    waters = []
-    for o in np.unique(oxygen):
-        hs = np.sort(hydrogen[oxygen == o])
-        if len(hs) != 2:
-            raise AdaScaleError(f"rigid water: O atom {o} has {len(hs)} H within {bond_cutoff} Å, expected 2")
-        waters.append([o, *hs])
-    return np.array(waters, dtype=int).reshape(-1, 3)
-
-
-class RigidWaters(FixBondLengths):
-    """ASE's ``FixBondLengths`` (RATTLE/SHAKE) on each water's O–H, O–H and H–H distances, vectorised.
-
-    Pairs are ordered in three slots (all O–H1, all O–H2, all H–H). Pairs of one slot share
-    no atom, so updating a whole slot at once is exactly ASE's pair-by-pair sweep in this
-    order (same iterates, same tolerance test); it only replaces ~10^3 Python-level
-    ``find_mic`` calls per iteration by three array operations.
-    """
-
-    def __init__(self, waters: np.ndarray, tolerance: float = 1e-13) -> None:
-        waters = np.asarray(waters, dtype=int).reshape(-1, 3)
-        super().__init__(np.concatenate([waters[:, [0, 1]], waters[:, [0, 2]], waters[:, [1, 2]]]), tolerance=tolerance)
-        self.slots = [slice(k * len(waters), (k + 1) * len(waters)) for k in range(3)]
-
-    def _sweeps(self, atoms, update) -> None:
-        """Repeat ``update(slot, d, m)`` over the slots until no pair needs a correction."""
-        from ase.geometry import find_mic
-
-        if self.bondlengths is None:
-            self.bondlengths = self.initialize_bond_lengths(atoms)
-        a, b = self.pairs[:, 0], self.pairs[:, 1]
-        d = find_mic(atoms.positions[a] - atoms.positions[b], atoms.cell, atoms.pbc)[0]  # (P, 3) old bond vectors
-        masses = atoms.get_masses()
-        reduced = 1.0 / (1.0 / masses[a] + 1.0 / masses[b])
-        for _ in range(self.maxiter):
-            if not any([update(slot, d[slot], reduced[slot]) for slot in self.slots]):
-                return
-        raise RuntimeError("Did not converge")
-
-    def adjust_positions(self, atoms, new) -> None:
-        old, masses = atoms.positions, atoms.get_masses()
-
-        def update(slot, d0, m) -> bool:
-            a, b = self.pairs[slot, 0], self.pairs[slot, 1]
-            d1 = new[a] - new[b] - (old[a] - old[b]) + d0
-            x = 0.5 * (self.bondlengths[slot] ** 2 - (d1 * d1).sum(1)) / (d0 * d1).sum(1)
-            return self._apply(new, a, b, x, m, masses, d0, positions=True)
-
-        self._sweeps(atoms, update)
-
-    def adjust_momenta(self, atoms, p) -> None:
-        masses = atoms.get_masses()
-
-        def update(slot, d, m) -> bool:
-            a, b = self.pairs[slot, 0], self.pairs[slot, 1]
-            x = -((p[a] / masses[a, None] - p[b] / masses[b, None]) * d).sum(1) / self.bondlengths[slot] ** 2
-            return self._apply(p, a, b, x, m, masses, d, positions=False)
-
-        self._sweeps(atoms, update)
-
-    def _apply(self, array, a, b, x, m, masses, d, *, positions: bool) -> bool:
-        """ASE's correction of the pairs with |x| > tolerance; True if any was corrected."""
-        x = np.where(np.abs(x) > self.tolerance, x, 0.0)
-        step = (x * m)[:, None] * d
-        array[a] += step / masses[a, None] if positions else step
-        array[b] -= step / masses[b, None] if positions else step
-        return bool(x.any())
-
-
-def rigid_water_constraint(atoms, bond_cutoff: float = 1.25) -> RigidWaters | None:
-    """The rigid-water constraint of ``atoms`` (see :func:`find_waters`), or None without water."""
-    waters = find_waters(atoms, bond_cutoff)
-    return RigidWaters(waters) if len(waters) else None
 
 
 @dataclass
@@ -214,5 +121,5 @@ def run_md(
     finally:
         for writer in writers:
             writer.close()
-    n_waters = 0 if constraint is None else len(constraint.pairs) // 3
+    n_waters = 0 if constraint is None else len(constraint.waters)
     return MDSummary(steps, len(atoms), n_waters, np.array(times), np.array(energies), np.array(temperatures))
