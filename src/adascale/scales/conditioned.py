@@ -21,8 +21,8 @@ import numpy as np
 from adascale.data.frames import Frame
 from adascale.models.inference import module_forces, predict, scale_grid_forces
 from adascale.predictions import PredictionSet
-from adascale.report.metrics import DEFAULT_RESAMPLES
 from adascale.scales.analysis import analyze, refine
+from adascale.scales.metrics import DEFAULT_RESAMPLES
 from adascale.scales.router_report import add_methods
 
 GRID: tuple[float, ...] = tuple(k / 8 for k in range(9))
