@@ -34,10 +34,10 @@ MODES = ("conservative", "force_mixing")
 
 def load_model(path: str | Path):
     """A branch directory (``adascale train``) or a mixture directory (``adascale mixture``), in eval mode."""
-    from adascale.models.io import load_branch
-    from adascale.models.mixture import is_mixture_dir, load_mixture
+    from adascale.models.base import Branch
+    from adascale.models.io import load_model as load_saved_model
 
-    return load_mixture(path) if is_mixture_dir(path) else load_branch(path)
+    return load_saved_model(path, expect=Branch)
 
 
 class AdaScaleCalculator(Calculator):

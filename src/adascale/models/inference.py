@@ -21,8 +21,9 @@ import torch
 from adascale.data.frames import Frame, check_cutoff
 from adascale.data.regimes import nearest_ion_distance
 from adascale.errors import AdaScaleError, located
+from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import load_branch
+from adascale.models.io import load_model
 from adascale.predictions import PredictionSet
 
 CALCULATOR_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(:.*)?$")
@@ -70,7 +71,8 @@ def model_forces(
     Unknown species and cells too small for the model's cutoff raise AdaScaleError naming
     ``path`` (the data file) and the frame.
     """
-    branch = load_branch(directory)
+    branch = load_model(directory, expect=Branch)
+    dtype = next(branch.parameters()).dtype
     for index, frame in enumerate(frames):
         check_cutoff(frame, branch.cutoff, path=path, index=index)
         unknown = sorted(set(np.unique(frame.numbers).tolist()) - set(branch.species))
@@ -78,7 +80,7 @@ def model_forces(
             raise located(f"species {unknown} unknown to model {directory} (trained on {branch.species})", path=path, frame=index)
     forces, latent = [], []
     for group in _groups_by_atoms(frames):
-        out = branch(AtomsBatch.from_frames([frames[k] for k in group], branch.cutoff))
+        out = branch(AtomsBatch.from_frames([frames[k] for k in group], branch.cutoff, dtype=dtype))
         sizes = [len(frames[k]) for k in group]
         forces += [f.double().numpy() for f in torch.split(out["forces"], sizes)]
         latent += [f.numpy() for f in torch.split(out["features"], sizes)]
