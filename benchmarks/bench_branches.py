@@ -31,18 +31,18 @@ def timed(function, repeats: int) -> float:
 
 def branches(models: list[Path], configs: list[str], frames) -> list[tuple[str, object]]:
     """(name, branch) for trained directories and for untrained built-in configs."""
-    from adascale.models.io import build_branch, load_branch
+    from adascale.models.io import build_model, load_model
     from adascale.training.config import load_config
     from adascale.training.data import FrameDataset, training_species
 
-    out = [(str(path), load_branch(path)) for path in models]
+    out = [(str(path), load_model(path)) for path in models]
     for name in configs:
         settings = load_config(name)
         kwargs = settings.model.branch_kwargs() | {
             "species": training_species(frames),
             "average_neighbours": FrameDataset(frames[:1], settings.model.cutoff).average_neighbours(),
         }
-        out.append((f"config {name} (untrained)", build_branch(kwargs)))
+        out.append((f"config {name} (untrained)", build_model(kwargs)))
     return out
 
 

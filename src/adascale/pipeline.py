@@ -268,15 +268,15 @@ def _route(out: Path, config: RunConfig) -> None:
 
 def _mixture(out: Path, config: RunConfig) -> None:
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
-    from adascale.models.io import load_branch
-    from adascale.models.mixture import save_mixture
+    from adascale.models.base import Branch
+    from adascale.models.io import load_model, save_model
 
     settings = MixtureSettings(
         train_frames=config.route_train_frames,
         finetune_minutes=config.mixture_finetune_minutes,
         finetune_epochs=config.mixture_finetune_epochs,
     )
-    branches = [load_branch(directory) for directory in _branch_dirs(out, config)]
+    branches = [load_model(directory, expect=Branch) for directory in _branch_dirs(out, config)]
     frames = {split: read_frames(out / "data" / f"{split}.extxyz") for split in SPLITS}
     scales = PredictionSet.default_scales(len(branches))
     mixture, report = fit_mixture(
@@ -289,7 +289,7 @@ def _mixture(out: Path, config: RunConfig) -> None:
         units=config.units,
         n_resamples=config.bootstrap,
     )
-    save_mixture(out / "mixture", mixture)
+    save_model(out / "mixture", mixture)
     write_json(out / "mixture.json", report)
 
 
@@ -354,7 +354,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     or cells too small for a branch, raise AdaScaleError naming the file and frame.
     """
     from adascale.deploy.fit_mixture import evaluate_frames
-    from adascale.models.mixture import load_mixture
+    from adascale.models.io import load_model
     from adascale.scales.analysis import analyze
     from adascale.scales.router_report import add_methods
 
@@ -375,7 +375,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
         n_resamples=config.bootstrap,
     )
     router_losses = _router_losses(run_dir / "routers", test)
-    _, mixed = evaluate_frames(load_mixture(run_dir / "mixture"), frames)
+    _, mixed = evaluate_frames(load_model(run_dir / "mixture"), frames)
     losses = router_losses | {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
     add_methods(report, test, losses, n_resamples=config.bootstrap)
     report["refinement"] = json.loads((run_dir / "refine.json").read_text())["refinement"]

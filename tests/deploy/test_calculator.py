@@ -13,8 +13,7 @@ import adascale
 from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import save_branch
-from adascale.models.mixture import save_mixture
+from adascale.models.io import save_model
 from models.branch_checks import water_ion_frame
 
 
@@ -66,8 +65,8 @@ def test_force_mixing_mode_mixes_branch_forces_per_atom(mixture, periodic_frame)
 
 
 def test_loads_branch_and_mixture_directories_through_the_package(tmp_path, mixture, periodic_frame):
-    save_branch(tmp_path / "local", mixture.branches[0])
-    save_mixture(tmp_path / "mix", mixture)
+    save_model(tmp_path / "local", mixture.branches[0])
+    save_model(tmp_path / "mix", mixture)
     for directory, model in ((tmp_path / "local", mixture.branches[0]), (tmp_path / "mix", mixture)):
         atoms = periodic_frame.to_atoms()
         atoms.calc = adascale.AdaScaleCalculator(str(directory), dtype="float64")

@@ -15,9 +15,8 @@ from adascale.cli import app
 from adascale.data.frames import write_frames
 from adascale.deploy.fit_mixture import build_mixture, evaluate_frames, fit_mixture, router_weights
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import save_branch
+from adascale.models.io import load_model, save_model
 from adascale.models.long_range import LongRangePaiNN
-from adascale.models.mixture import load_mixture
 from adascale.scales.features import ROUTER_FEATURES_KEY
 from adascale.scales.routers import RouterInputs
 from adascale.units import KJ_MOL_NM_PER_EV_A
@@ -93,7 +92,7 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     for name, part in (("train", frames[:3]), ("valid", frames[3:5]), ("test", frames[5:7])):
         write_frames(tmp_path / f"{name}.extxyz", part)
     for name, branch in zip(("local", "long"), make_branches()):
-        save_branch(tmp_path / name, branch)
+        save_model(tmp_path / name, branch)
     args = [
         "mixture",
         "--model",
@@ -127,4 +126,4 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.json").read_text())
     assert {"router_force_mixing", "mixture"} <= set(report["methods"])
-    assert load_mixture(tmp_path / "mix").n_branches == 2
+    assert load_model(tmp_path / "mix").n_branches == 2

@@ -14,7 +14,7 @@ from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.deploy.md import run_md
 from adascale.deploy.rigid_water import find_waters
 from adascale.errors import AdaScaleError
-from adascale.models.mixture import save_mixture
+from adascale.models.io import save_model
 from models.branch_checks import water_ion_frame
 
 
@@ -107,7 +107,7 @@ def test_nvt_writes_trajectory_and_energy_log(tmp_path, mixture):
 
 
 def test_md_command_runs_from_an_unlabelled_file(tmp_path, mixture):
-    save_mixture(tmp_path / "mix", mixture)
+    save_model(tmp_path / "mix", mixture)
     frames = [water_ion_frame(4, 1, 8.5, seed=s, spacing_jitter=0.1).to_atoms() for s in range(2)]
     for atoms in frames:
         atoms.arrays.pop("REF_forces", None)

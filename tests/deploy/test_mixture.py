@@ -9,7 +9,8 @@ from tiny_models import make_mixture
 
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
-from adascale.models.mixture import AdaptiveMixture, load_mixture, save_mixture
+from adascale.models.io import load_model, save_model
+from adascale.models.mixture import AdaptiveMixture
 from models.branch_checks import BranchChecks, water_ion_frame
 
 
@@ -68,20 +69,20 @@ def test_one_hot_router_reproduces_a_single_branch(periodic_frame):
 
 
 def test_save_and_load_round_trip_safely(tmp_path, mixture, periodic_frame):
-    save_mixture(tmp_path / "mix", mixture, {"note": "test"})
-    loaded = load_mixture(tmp_path / "mix")
+    save_model(tmp_path / "mix", mixture, {"note": "test"})
+    loaded = load_model(tmp_path / "mix")
     assert isinstance(loaded, AdaptiveMixture) and loaded.config() == mixture.config()
     batch = _batch(mixture, periodic_frame)
     torch.testing.assert_close(loaded(batch)["forces"], mixture(batch)["forces"])
 
     torch.save({"payload": AdaptiveMixture}, tmp_path / "mix" / "weights.pt")  # pickled code: refused
     with pytest.raises(AdaScaleError, match="corrupt or incompatible weights"):
-        load_mixture(tmp_path / "mix")
-    (tmp_path / "mix" / "mixture.json").write_text("{not json")
-    with pytest.raises(AdaScaleError, match="corrupt mixture config"):
-        load_mixture(tmp_path / "mix")
-    with pytest.raises(AdaScaleError, match="not a mixture directory"):
-        load_mixture(tmp_path / "elsewhere")
+        load_model(tmp_path / "mix")
+    (tmp_path / "mix" / "model.json").write_text("{not json")
+    with pytest.raises(AdaScaleError, match="corrupt model file"):
+        load_model(tmp_path / "mix")
+    with pytest.raises(AdaScaleError, match="not a model directory"):
+        load_model(tmp_path / "elsewhere")
 
 
 def test_mixture_runs_on_unlabelled_frames(mixture):

@@ -8,7 +8,7 @@ import torch
 
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import build_branch
+from adascale.models.io import build_model
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 from models.branch_checks import SPECIES, BranchChecks, water_ion_frame
 
@@ -153,7 +153,7 @@ def test_at_scale_restores_the_mode_and_config_rebuilds_the_model():
     with model.at_scale(0.25):
         assert model.scale_mode == "fixed" and model.fixed_scale == 0.25
     assert model.scale_mode == "router"
-    rebuilt = build_branch(model.config()).double()
+    rebuilt = build_model(model.config()).double()
     rebuilt.load_state_dict(model.state_dict())
     batch = AtomsBatch.from_frame(water_ion_frame(4, 1, 8.5, seed=5), model.cutoff, dtype=torch.float64)
     assert torch.allclose(rebuilt.eval()(batch)["forces"], model(batch)["forces"], atol=1e-12)

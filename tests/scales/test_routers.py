@@ -150,13 +150,13 @@ def test_save_and_load_round_trip_and_reject_corrupt_files(tmp_path):
     np.testing.assert_array_equal(loaded.forces(RouterInputs.of(valid)), router.forces(RouterInputs.of(valid)))
     assert loaded.config == router.config
 
-    torch.save({"payload": Router}, tmp_path / "r" / "router.pt")  # a pickled class: weights_only must refuse it
-    with pytest.raises(AdaScaleError, match="corrupt router"):
+    torch.save({"payload": Router}, tmp_path / "r" / "weights.pt")  # a pickled class: weights_only must refuse it
+    with pytest.raises(AdaScaleError, match="corrupt or incompatible weights"):
         Router.load(tmp_path / "r")
-    (tmp_path / "r" / "router.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(AdaScaleError, match="corrupt router"):
+    (tmp_path / "r" / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AdaScaleError, match="corrupt or incompatible weights"):
         Router.load(tmp_path / "r")
-    with pytest.raises(AdaScaleError, match="missing router.json"):
+    with pytest.raises(AdaScaleError, match="not a model directory"):
         Router.load(tmp_path / "nothing")
 
 
@@ -221,7 +221,7 @@ def test_route_command_writes_the_report_and_routers(tmp_path):
     assert "router_soft" in result.output and "selected on validation" in result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["units"] == "kJ/mol/nm" and report["methods"]["router_hard"]["pool"] == [0.0, 0.5, 1.0]
-    assert (tmp_path / "routers" / "hard" / "router.pt").is_file()
+    assert (tmp_path / "routers" / "hard" / "model.json").is_file()
 
     bad = subprocess.run(
         [sys.executable, "-c", "from adascale.cli import main; main()", *args, "--frames", "one.extxyz"],

@@ -13,7 +13,7 @@ from adascale.data.frames import Frame, read_frames, write_frames
 from adascale.data.regimes import nearest_ion_distance
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import WEIGHTS_FILE, load_branch, save_branch
+from adascale.models.io import MODEL_FILE, WEIGHTS_FILE, load_model, save_model
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
 from adascale.predictions import PredictionSet
@@ -24,8 +24,8 @@ def setup(tmp_path_factory):
     """Two model directories (3.0 Å local, 3.5 Å long-range) and a labelled data file."""
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
-    save_branch(root / "local", PaiNN([1, 8, 11, 17], cutoff=3.0, features=8, interactions=1))
-    save_branch(
+    save_model(root / "local", PaiNN([1, 8, 11, 17], cutoff=3.0, features=8, interactions=1))
+    save_model(
         root / "long",
         LongRangePaiNN([1, 8, 11, 17], cutoff=3.5, features=8, interactions=1, exclusion_inner=1.5, exclusion_outer=2.5),
     )
@@ -67,7 +67,7 @@ def test_prediction_set_matches_the_contract(setup, tmp_path):
     d = np.concatenate([nearest_ion_distance(f.positions, f.numbers, f.cell, f.pbc) for f in frames])
     assert np.allclose(ps.d_ion, d, equal_nan=True)
     for k, name in enumerate(("local", "long")):  # each anchor's forces are that branch's forces
-        branch = load_branch(setup / name)
+        branch = load_model(setup / name)
         direct = branch(AtomsBatch.from_frames([frames[1]], branch.cutoff))["forces"].numpy()
         assert np.allclose(ps.pred[k][ps.frame == 1], direct, atol=1e-6)
         assert ps.extras[f"latent_{k}"].shape == (n, 8)
@@ -113,11 +113,11 @@ def test_a_calculator_spec_given_as_model_keeps_its_place(setup, tmp_path):
 def test_errors_are_clear(setup, tmp_path):
     data, out = str(setup / "data.extxyz"), str(tmp_path / "x.npz")
     torch.manual_seed(0)
-    save_branch(tmp_path / "water_only", PaiNN([1, 8], cutoff=3.0, features=8, interactions=1))
+    save_model(tmp_path / "water_only", PaiNN([1, 8], cutoff=3.0, features=8, interactions=1))
     with pytest.raises(AdaScaleError, match=r"data.extxyz: frame 0: species \[11, 17\] unknown to model"):
         invoke("--model", str(setup / "local"), "--model", str(tmp_path / "water_only"), "--data", data, "--out", out)
     (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "branch.json").write_text((setup / "local" / "branch.json").read_text())
+    (tmp_path / "broken" / MODEL_FILE).write_text((setup / "local" / MODEL_FILE).read_text())
     (tmp_path / "broken" / WEIGHTS_FILE).write_bytes(b"\x00" * 10)
     with pytest.raises(AdaScaleError, match="corrupt or incompatible weights"):
         invoke("--model", str(setup / "local"), "--model", str(tmp_path / "broken"), "--data", data, "--out", out)

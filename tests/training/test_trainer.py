@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from adascale.cli import app
 from adascale.data.frames import Frame
 from adascale.errors import AdaScaleError
-from adascale.models.io import load_branch
+from adascale.models.io import load_model
 from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from adascale.training.config import load_config
 from adascale.training.data import fit_species_shifts
@@ -41,7 +41,7 @@ def make_trainer(tmp_path, data, *overrides, name="local"):
 
 def test_training_lowers_the_validation_error(tmp_path, data):
     trainer = make_trainer(tmp_path, data, "training.max_epochs=20", "training.learning_rate=0.01")
-    before = trainer.validate()["force_mae"]["all"]
+    before = trainer.validate()["mae"]["all"]
     result = trainer.run()
     assert result.best_valid_mae < 0.7 * before
     assert result.stopped == "max_epochs" and result.epochs == 20 and result.steps == 120
@@ -59,7 +59,7 @@ def test_long_range_branch_trains_and_reloads(tmp_path, data):
         name="long_range",
     )
     result = trainer.run()
-    branch = load_branch(tmp_path)
+    branch = load_model(tmp_path)
     assert branch.kind == "painn_long_range" and np.isfinite(result.best_valid_mae)
 
 
@@ -77,7 +77,7 @@ def test_outputs_form_a_model_directory(tmp_path, data):
     trainer = make_trainer(tmp_path, data, "training.max_epochs=3")
     result = trainer.run()
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"weights.pt", "branch.json", "config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt"} <= names
+    assert {"weights.pt", "model.json", "config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt"} <= names
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert set(lines[0]["valid_force_mae"]) == {"all", "ions", "close_contact"}
@@ -114,7 +114,7 @@ def test_bad_training_data_fails_before_training(tmp_path, data):
         Trainer(load_config("local", FAST + ["training.energy_weight=1"]), unlabelled, valid, tmp_path)
     with pytest.raises(AdaScaleError, match="cell too small for cutoff 3.6"):
         Trainer(load_config("local", FAST + ["model.cutoff=3.6"]), train, valid, tmp_path)
-    with pytest.raises(AdaScaleError, match="batch_size 7 exceeds the 6 training frames"):
+    with pytest.raises(AdaScaleError, match="batch_size 7 exceeds the 6 training items"):
         Trainer(load_config("local", FAST + ["training.batch_size=7"]), train, valid, tmp_path)
 
 
@@ -192,8 +192,9 @@ def test_a_fresh_run_refuses_an_existing_run_directory(tmp_path):
 def test_species_weights_enter_the_force_loss_as_a_weighted_mean(tmp_path, data):
     trainer = make_trainer(tmp_path, data, "training.energy_weight=0", "training.species_force_weights={11: 5.0, 17: 0.5}")
     indices = np.array([2])
-    batch = trainer.train_set.batch(indices)
+    batch = trainer.task.train_set.batch(indices)
     forces = trainer.model(batch.atoms)["forces"].detach()
     weights = np.array([{11: 5.0, 17: 0.5}.get(int(z), 1.0) for z in data[0][2].numbers])
     expected = (((forces - batch.forces) ** 2).sum(1).numpy() * weights).sum() / (3 * weights.sum())
-    assert trainer.step(indices, elapsed_s=0.0) == pytest.approx(expected, rel=1e-10)
+    objective, stats = trainer.task.loss(indices)
+    assert float(objective.detach()) == pytest.approx(expected, rel=1e-10) and float(stats[0]) == float(objective.detach())

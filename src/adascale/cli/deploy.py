@@ -141,7 +141,7 @@ def mixture(
     valid: Path = typer.Option(..., "--valid", help="Labelled validation frames: early stopping and best_global_s."),
     test: Path = typer.Option(..., "--test", help="Labelled test frames: reported only."),
     out: Path = typer.Option(
-        ..., "--out", help="Mixture directory to write (mixture.json + weights.pt); `adascale md --model` reads it."
+        ..., "--out", help="Mixture directory to write (model.json + weights.pt); `adascale md --model` reads it."
     ),
     json_out: Path | None = typer.Option(
         None, "--json", help="Write the report JSON (DESIGN §5 plus the mixture's methods) here."
@@ -191,15 +191,15 @@ def mixture(
     from adascale.data.frames import read_frames
     from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
     from adascale.errors import AdaScaleError
-    from adascale.models.io import load_branch
-    from adascale.models.mixture import save_mixture
+    from adascale.models.base import Branch
+    from adascale.models.io import load_model, save_model
     from adascale.predictions import PredictionSet
     from adascale.report.console import methods_table, report_console
     from adascale.scales.axis import as_pool
 
     set_threads(threads)
     console = report_console()
-    branches = [load_branch(path) for path in models]
+    branches = [load_model(path, expect=Branch) for path in models]
     anchors = PredictionSet.default_scales(len(branches)) if scales is None else as_pool(scales, name="--scales")
     if len(anchors) != len(branches) or anchors[0] != 0.0 or anchors[-1] != 1.0:
         raise AdaScaleError(f"--scales: need {len(branches)} scales from 0 to 1, one per --model, got {anchors.tolist()}")
@@ -217,7 +217,7 @@ def mixture(
         built, report = fit_mixture(
             branches, anchors.tolist(), *frames, settings=settings, units=units, n_resamples=bootstrap, progress=progress
         )
-    save_mixture(out, built, {"branch_dirs": [str(path) for path in models], "settings": report["mixture"]["settings"]})
+    save_model(out, built, {"branch_dirs": [str(path) for path in models], "settings": report["mixture"]["settings"]})
     console.print(methods_table(report, title=f"Adaptive mixture on {test}"))
     console.print(
         f"mixture saved to {out}; validation MAE by fine-tuning epoch ({units}): "

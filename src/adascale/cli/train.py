@@ -17,7 +17,7 @@ Config: a built-in name (`local`: anchor s=0, PaiNN at 3.5 Å; `long_range`: anc
 PaiNN at 6.0 Å plus learned charges with Ewald/PME electrostatics) or a YAML file, with
 `--set key=value` overrides (dotted keys, YAML values). `--show-settings` lists every field.
 
-Output directory: weights.pt + branch.json (best model), config.yaml, log.jsonl (one line per
+Output directory: model.json + weights.pt (best model), config.yaml, log.jsonl (one line per
 epoch), metrics.json (validation MAE for all atoms, ions, close contacts), checkpoint.pt.
 `--resume` continues a killed run from its checkpoint; a fixed seed gives the same numbers.
 

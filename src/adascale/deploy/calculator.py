@@ -49,8 +49,8 @@ def load_model(path: str | Path):
 
     A run directory passed here is refused with a pointer to ``from_run`` / ``--run``.
     """
-    from adascale.models.io import load_branch
-    from adascale.models.mixture import is_mixture_dir, load_mixture
+    from adascale.models.base import Branch
+    from adascale.models.io import load_model as load_saved_model
 
     path = Path(path)
     if _is_run_dir(path):
@@ -58,7 +58,7 @@ def load_model(path: str | Path):
             f"{path} is a run directory (adascale run output), not a model directory: use "
             f"AdaScaleCalculator.from_run({str(path)!r}) or --run {path}, or pass {path / DEPLOYED_DIR}"
         )
-    return load_mixture(path) if is_mixture_dir(path) else load_branch(path)
+    return load_saved_model(path, expect=Branch)
 
 
 class AdaScaleCalculator(Calculator):

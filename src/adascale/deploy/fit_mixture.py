@@ -10,7 +10,8 @@ Two stages, both loss-guided on forces:
    and the first branch's.
 2. Fine-tune (exact): minimise the L1 error of the mixture's *conservative* forces
    −∂E/∂R (second derivatives through the frozen branches) over a subset of training
-   frames per epoch; the epoch best on validation frames is kept.
+   frames per epoch, by the one training loop (:mod:`adascale.training.loop`); the epoch
+   best on validation frames is kept.
 
 :func:`evaluate_frames` runs every branch and the mixture on labelled frames in one forward
 pass, so both deployment modes (per-atom force mixing, conservative energy mixture) are
@@ -19,8 +20,6 @@ measured on the same samples.
 
 from __future__ import annotations
 
-import copy
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -38,7 +37,9 @@ from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY
 from adascale.scales.metrics import DEFAULT_RESAMPLES
 from adascale.scales.router_report import add_methods
 from adascale.scales.routers import FitResult, RouterInputs, TrainSettings, fit_router
-from adascale.units import force_unit_factor
+from adascale.training.loop import LoopSettings, TrainingLoop, TrainResult
+from adascale.training.tasks import FrameLoss, FrameTask
+from adascale.units import KJ_MOL_NM_PER_EV_A, force_unit_factor
 
 #: extras key of the branches' atom energies (N, K) eV in sets made by :func:`evaluate_frames`.
 ATOM_ENERGIES_KEY = "branch_atom_energies"
@@ -164,66 +165,38 @@ def warm_start(
     return fit
 
 
-def conservative_mae(mixture: AdaptiveMixture, frames: Sequence) -> float:
-    """Mean over atoms of mean_c |F_mixture − F_ref| (eV/Å) on labelled frames."""
-    dtype = mixture.energy_offsets.dtype
-    total, count = 0.0, 0
-    for frame in frames:
-        forces = mixture(AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype))["forces"].detach().double().numpy()
-        total += float(np.abs(forces - frame.forces).mean(axis=1).sum())
-        count += len(frame)
-    return total / count
-
-
 def finetune(
     mixture: AdaptiveMixture,
     train_frames: Sequence,
     valid_frames: Sequence,
     settings: MixtureSettings,
     progress: Progress | None = None,
-) -> list[dict]:
-    """Stage 2: Adam on the router and offsets, loss = L1 of the conservative forces, one frame per step.
+) -> TrainResult:
+    """Stage 2: the one training loop on the router and offsets, loss = L1 of the conservative forces.
 
-    History rows {"epoch", "train_mae", "valid_mae"} in eV/Å; epoch 0 is the warm start.
-    The best epoch on validation is kept; stops at ``finetune_epochs`` or the time budget.
+    One frame per step, ``finetune_frames`` frames per epoch (a fresh seeded subset each),
+    ``finetune_epochs`` epochs with ``finetune_minutes`` as a wall-clock upper bound; the warm
+    start is validated first (epoch 0) and the epoch best on ``valid_frames`` is kept.
     """
-    dtype = mixture.energy_offsets.dtype
-    trainable = [p for p in mixture.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(trainable, lr=settings.lr)
-    mixture.eval()
-    history = [{"epoch": 0, "train_mae": None, "valid_mae": conservative_mae(mixture, valid_frames)}]
-    best_state, best = copy.deepcopy(mixture.state_dict()), history[0]["valid_mae"]
-    started = time.monotonic()
-    for epoch in range(1, settings.finetune_epochs + 1):
-        frames = evenly_spaced(train_frames, settings.finetune_frames, offset=epoch / (settings.finetune_epochs + 1))
-        order = np.random.default_rng(settings.seed + epoch).permutation(len(frames))
-        mixture.train()
-        total = 0.0
-        for step, index in enumerate(order):
-            frame = frames[index]
-            forces = mixture(AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype))["forces"]
-            loss = (forces - torch.as_tensor(frame.forces, dtype=dtype)).abs().mean()
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach())
-            if progress is not None:
-                progress(
-                    "fine-tune",
-                    (epoch - 1) * len(frames) + step + 1,
-                    settings.finetune_epochs * len(frames),
-                    f"epoch {epoch} train {total / (step + 1):.4f} eV/Å",
-                )
-        mixture.eval()
-        row = {"epoch": epoch, "train_mae": total / len(frames), "valid_mae": conservative_mae(mixture, valid_frames)}
-        history.append(row)
-        if row["valid_mae"] < best:
-            best, best_state = row["valid_mae"], copy.deepcopy(mixture.state_dict())
-        if time.monotonic() - started > 60.0 * settings.finetune_minutes:
-            break
-    mixture.load_state_dict(best_state)
-    mixture.eval()
-    return history
+    task = FrameTask(mixture, train_frames, valid_frames, FrameLoss(force_loss="l1"))
+    loop = TrainingLoop(
+        task,
+        LoopSettings(
+            seed=settings.seed,
+            learning_rate=settings.lr,
+            warmup_steps=0,
+            schedule="constant",
+            gradient_clip=None,
+            max_epochs=max(settings.finetune_epochs, 1),
+            max_steps=None if settings.finetune_epochs > 0 else 0,
+            epoch_items=settings.finetune_frames,
+            patience=max(settings.finetune_epochs, 1),
+            time_budget_minutes=settings.finetune_minutes or None,
+            validate_at_start=True,
+        ),
+        on_step=None if progress is None else (lambda done, total, status: progress("fine-tune", done, total, status)),
+    )
+    return loop.run()
 
 
 def fit_mixture(
@@ -261,7 +234,7 @@ def fit_mixture(
         if progress is None
         else (lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")),
     )
-    history = finetune(mixture, train_frames, valid_frames, settings, progress)
+    tuned = finetune(mixture, train_frames, valid_frames, settings, progress)
 
     test, mixed = evaluate_frames(mixture, list(test_frames), progress=progress, stage="test")
     report = analyze(test, fit=valid, fit_label="validation frames", units=units, n_resamples=n_resamples)
@@ -280,11 +253,12 @@ def fit_mixture(
         "finetune_history": [
             {
                 "epoch": row["epoch"],
-                "train_mae": _scaled(row["train_mae"], factor),
-                "valid_mae": _scaled(row["valid_mae"], factor),
+                "train_mae": _scaled(row.get("train_force_mae"), factor / KJ_MOL_NM_PER_EV_A),
+                "valid_mae": _scaled(row["valid_force_mae"]["all"], factor / KJ_MOL_NM_PER_EV_A),
             }
-            for row in history
+            for row in tuned.history
         ],
+        "finetune": tuned.summary(),
         "fitted_on": {
             "router": "training frames",
             "early stopping and best_global_s": "validation frames",

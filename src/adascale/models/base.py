@@ -48,6 +48,11 @@ class Branch(nn.Module):
         """Constructor arguments (JSON-serialisable) that rebuild this branch; subclasses extend it."""
         return {"kind": self.kind, "species": self.species, "cutoff": self.cutoff}
 
+    @classmethod
+    def from_config(cls, settings: dict, build) -> Branch:
+        """Rebuild from :meth:`config` without its kind; ``build`` builds nested configs (mixtures use it)."""
+        return cls(**settings)
+
     def species_index(self, numbers: Tensor) -> Tensor:
         """(n,) atomic numbers -> (n,) indices into ``species``; unknown species raise AdaScaleError."""
         index = self.species_table[numbers.clamp(0, N_ELEMENTS - 1)]

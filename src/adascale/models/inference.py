@@ -21,8 +21,9 @@ import torch
 from adascale.data.frames import Frame, check_cutoff
 from adascale.data.regimes import nearest_ion_distance
 from adascale.errors import AdaScaleError, located
+from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
-from adascale.models.io import load_branch
+from adascale.models.io import load_model
 from adascale.predictions import PredictionSet
 
 CALCULATOR_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(:.*)?$")
@@ -66,7 +67,7 @@ def model_forces(
     directory: str | Path, frames: Sequence[Frame], *, path: object = None, advance: Callable[[int], None] | None = None
 ) -> BranchOutput:
     """Forces and latent features of a trained model directory on ``frames`` (see :func:`module_forces`)."""
-    return module_forces(load_branch(directory), frames, name=str(directory), path=path, advance=advance)
+    return module_forces(load_model(directory, expect=Branch), frames, name=str(directory), path=path, advance=advance)
 
 
 def module_forces(

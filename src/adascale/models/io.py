@@ -1,74 +1,171 @@
-"""Saving and loading branches: a directory with ``weights.pt`` (state_dict) and ``branch.json``.
+"""One versioned format for every saved model: branches, mixtures, routers.
 
-Weights are loaded with ``torch.load(weights_only=True)``, which never executes pickled
-code; both files are written atomically (temp file in the same directory, then
-``os.replace``), so a killed save leaves the previous version intact. ``branch.json``
-holds the constructor arguments (``kind`` selects the class) plus any caller metadata,
-e.g. the training configuration.
+A model directory holds two files:
+
+* ``model.json``: ``{"format": "adascale-model", "version": 2, "kind": ..., "config": ...,
+  "metadata": {...}}``. ``kind`` picks the class in :data:`MODEL_KINDS`; ``config`` is its
+  constructor settings (``model.config()`` without the kind; a mixture nests its branches'
+  configs, each with its own ``kind``); ``metadata`` is free-form (training config, fitted
+  statistics, where the branches came from).
+* ``weights.pt``: the state_dict, loaded with ``torch.load(weights_only=True)``, which never
+  executes pickled code.
+
+Both are written atomically, weights first, so a killed save leaves a loadable directory
+(the previous version, or the new one). Directories of the first format (``branch.json``,
+``mixture.json`` or ``router.json``, no version), of an unknown kind or version, and run
+directories are refused with one line saying what they are and what to do.
+
+A new kind is one entry in :data:`MODEL_KINDS`: a module class with a ``kind`` string, a
+``config()`` returning ``{"kind": ..., **settings}`` and a ``from_config(settings, build)``
+classmethod (:class:`~adascale.models.base.Branch` gives ``cls(**settings)``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_write_bytes, write_json
-from adascale.models.base import Branch
 from adascale.models.long_range import LongRangePaiNN
+from adascale.models.mixture import AdaptiveMixture
 from adascale.models.painn import PaiNN
+from adascale.models.router import RouterModel
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 
-BRANCH_KINDS: dict[str, type[Branch]] = {cls.kind: cls for cls in (PaiNN, LongRangePaiNN, ScaleConditionedPaiNN)}
-WEIGHTS_FILE = "weights.pt"
-CONFIG_FILE = "branch.json"
+FORMAT, VERSION = "adascale-model", 2
+MODEL_FILE, WEIGHTS_FILE = "model.json", "weights.pt"
+#: Every saved model kind: ``kind`` string -> class.
+MODEL_KINDS: dict[str, type[nn.Module]] = {
+    cls.kind: cls for cls in (PaiNN, LongRangePaiNN, ScaleConditionedPaiNN, AdaptiveMixture, RouterModel)
+}
+#: Files of the first (unversioned) format and the command that writes the current one.
+OLD_FORMATS = {"branch.json": "adascale train", "mixture.json": "adascale mixture", "router.json": "adascale route"}
+RUN_MARKERS = ("report.json", ".stages")
 
 
-def build_branch(config: dict) -> Branch:
-    """A fresh branch from its constructor arguments (``config["kind"]`` picks the class)."""
-    kwargs = dict(config)
-    kind = kwargs.pop("kind", None)
-    if kind not in BRANCH_KINDS:
-        raise AdaScaleError(f"unknown branch kind {kind!r}; known kinds: {', '.join(BRANCH_KINDS)}")
+def build_model(config: Mapping) -> nn.Module:
+    """A fresh model from ``{"kind": ..., **settings}`` (nested configs are built the same way)."""
+    settings = dict(config)
+    kind = settings.pop("kind", None)
+    if kind not in MODEL_KINDS:
+        raise AdaScaleError(f"unknown model kind {kind!r}; known kinds: {', '.join(MODEL_KINDS)}")
     try:
-        return BRANCH_KINDS[kind](**kwargs)
+        return MODEL_KINDS[kind].from_config(settings, build_model)
     except TypeError as exc:
-        raise AdaScaleError(f"invalid settings for a {kind} branch: {exc}") from None
+        raise AdaScaleError(f"invalid settings for a {kind} model: {exc}") from None
 
 
-def save_branch(directory: str | os.PathLike, branch: Branch, config: dict | None = None) -> None:
-    """Write ``weights.pt`` and ``branch.json`` (``{"branch": ..., **config}``) into ``directory``."""
+def save_model(directory: str | os.PathLike, model: nn.Module, metadata: dict | None = None) -> None:
+    """Write ``weights.pt`` then ``model.json`` into ``directory`` (created if needed), each atomically."""
     directory = Path(directory)
-    atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(branch.state_dict(), f))
-    write_json(directory / CONFIG_FILE, {**(config or {}), "branch": branch.config()})
+    settings = dict(model.config())
+    kind = settings.pop("kind")
+    if MODEL_KINDS.get(kind) is not type(model):
+        raise AdaScaleError(f"cannot save a {type(model).__name__}: kind {kind!r} is not in the model registry")
+    atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(model.state_dict(), f))
+    info = {"format": FORMAT, "version": VERSION, "kind": kind, "config": settings, "metadata": metadata or {}}
+    write_json(directory / MODEL_FILE, info)
 
 
-def read_branch_config(directory: str | os.PathLike) -> dict:
-    """The parsed ``branch.json`` of a model directory; missing or corrupt -> AdaScaleError."""
-    path = Path(directory) / CONFIG_FILE
+def read_model_info(directory: str | os.PathLike) -> dict:
+    """The checked ``model.json`` of a model directory; anything else raises one AdaScaleError line."""
+    directory = Path(directory)
+    path = directory / MODEL_FILE
     if not path.is_file():
-        raise AdaScaleError(f"{directory}: not a model directory (no {CONFIG_FILE})")
+        raise AdaScaleError(_not_a_model_directory(directory))
     try:
-        config = json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdaScaleError(f"{path}: corrupt model config ({exc})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("branch"), dict):
-        raise AdaScaleError(f"{path}: corrupt model config (no 'branch' settings)")
-    return config
+        raise AdaScaleError(f"{path}: corrupt model file ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise AdaScaleError(f'{path}: not an adascale model file (no "format": "{FORMAT}")')
+    if info.get("version") != VERSION:
+        raise AdaScaleError(
+            f"{path}: model format version {info.get('version')!r}, but this adascale reads version {VERSION}; "
+            "retrain the model with this version (or use the adascale that wrote it)"
+        )
+    if info.get("kind") not in MODEL_KINDS:
+        raise AdaScaleError(
+            f"{path}: unknown model kind {info.get('kind')!r} (this adascale knows {', '.join(MODEL_KINDS)}); "
+            "retrain it with this version"
+        )
+    if not isinstance(info.get("config"), dict) or not isinstance(info.get("metadata", {}), dict):
+        raise AdaScaleError(f"{path}: corrupt model file ('config' and 'metadata' must be objects)")
+    return info
 
 
-def load_branch(directory: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Branch:
-    """Rebuild a saved branch in eval mode; a missing or corrupt directory raises AdaScaleError."""
-    branch = build_branch(read_branch_config(directory)["branch"])
-    path = Path(directory) / WEIGHTS_FILE
+def load_model(
+    directory: str | os.PathLike, *, expect: type | None = None, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild any saved model in eval mode, in the precision it was saved in.
+
+    ``expect``: a class the model must be an instance of (e.g. Branch), else AdaScaleError.
+    """
+    directory = Path(directory)
+    info = read_model_info(directory)
+    model = build_model({"kind": info["kind"], **info["config"]})
+    if expect is not None and not isinstance(model, expect):
+        raise AdaScaleError(f"{directory}: holds a {info['kind']} model, expected a {expect.__name__}")
+    path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise AdaScaleError(f"{directory}: no {WEIGHTS_FILE} in the model directory")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-        branch.load_state_dict(state)
+        floats = [value.dtype for value in state.values() if value.is_floating_point()]
+        if floats:
+            model.to(floats[0])
+        model.load_state_dict(state)
     except Exception as exc:  # unpickling errors, truncated files, shape mismatches
         raise AdaScaleError(f"{path}: corrupt or incompatible weights ({type(exc).__name__}: {exc})") from None
-    return branch.eval()
+    return model.eval()
+
+
+def initialise_from(model: nn.Module, source: str | os.PathLike | Sequence | Mapping) -> None:
+    """Copy saved weights into ``model`` (a warm start): ``source`` is a model directory (the whole
+    model), a list of directories (one per ``model.branches[k]``, e.g. a mixture's anchors), or a map
+    from submodule name (``""`` for the whole model) to directory. Shapes must match exactly."""
+    if isinstance(source, (str, os.PathLike)):
+        targets = {"": source}
+    elif isinstance(source, Mapping):
+        targets = dict(source)
+    else:
+        branches = getattr(model, "branches", None)
+        if branches is None or len(branches) != len(source):
+            have = "no branches" if branches is None else f"{len(branches)} branches"
+            raise AdaScaleError(f"init_from: {len(source)} directories given, but the model has {have}")
+        targets = {f"branches.{k}": directory for k, directory in enumerate(source)}
+    for name, directory in targets.items():
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise AdaScaleError(f"init_from: the model has no submodule {name!r}") from None
+        state = load_model(directory).state_dict()
+        reference = next((p for p in target.parameters()), None)
+        if reference is not None:
+            state = {key: value.to(reference.dtype) if value.is_floating_point() else value for key, value in state.items()}
+        try:
+            target.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise AdaScaleError(f"init_from {directory}: its weights do not fit {name or 'the model'} ({first})") from None
+
+
+def _not_a_model_directory(directory: Path) -> str:
+    if any((directory / marker).exists() for marker in RUN_MARKERS):
+        return (
+            f"{directory}: this is a run directory (adascale run), not a model directory; "
+            "use AdaScaleCalculator.from_run(DIR) or the run's deployed model"
+        )
+    for name, command in OLD_FORMATS.items():
+        if (directory / name).is_file():
+            return (
+                f"{directory}: a model in the old unversioned format ({name}); "
+                f"this adascale reads format version {VERSION}: retrain it ({command})"
+            )
+    return f"{directory}: not a model directory (no {MODEL_FILE})"

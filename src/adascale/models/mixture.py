@@ -18,29 +18,22 @@ constant leaves a branch's forces unchanged but not the router term).
 The router does not read branch forces (their disagreement is a per-atom-mixing feature):
 a potential built on forces would need second derivatives of the branches.
 
-Saved as one directory: ``mixture.json`` (every branch's config, the feature spec, sizes)
-and ``weights.pt`` (the state_dict of everything), loaded with ``weights_only=True``.
+Saved like every model (:func:`adascale.models.io.save_model`): ``model.json`` nests every
+branch's config beside the feature spec and sizes, ``weights.pt`` holds the state_dict of everything.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
-from adascale.files import atomic_write_bytes, write_json
 from adascale.models.base import Branch
 from adascale.models.features import FeatureSpec, geometric_features
-from adascale.models.io import build_branch
 from adascale.nn.mlp import RouterNet
 from adascale.nn.smooth import anchor_weights
-
-CONFIG_FILE, WEIGHTS_FILE = "mixture.json", "weights.pt"
 
 
 class AdaptiveMixture(Branch):
@@ -100,6 +93,13 @@ class AdaptiveMixture(Branch):
             "gauge_penalty": self.gauge_penalty,
         }
 
+    @classmethod
+    def from_config(cls, settings: dict, build: Callable[[dict], Branch]) -> AdaptiveMixture:
+        """Rebuild from :meth:`config` without its kind; ``build`` makes each branch from its nested config."""
+        settings = dict(settings)
+        branches = [build(branch) for branch in settings.pop("branches")]
+        return cls(branches, spec=FeatureSpec(**settings.pop("spec")), **settings)
+
     def components(self, batch) -> tuple[Tensor, Tensor]:
         """Per-branch atom energies (n, K) eV (without offsets) and router inputs (n, F).
 
@@ -149,44 +149,3 @@ class AdaptiveMixture(Branch):
         w, e = features[:, :k], features[:, k:]
         pairs = (w[:, :, None] * w[:, None, :]) * (e[:, :, None] - e[:, None, :]) ** 2  # (n, K, K), symmetric
         return self.gauge_penalty * 0.5 * pairs.sum(dim=(1, 2)).mean()
-
-
-def save_mixture(directory: str | os.PathLike, mixture: AdaptiveMixture, metadata: dict | None = None) -> None:
-    """``weights.pt`` (state_dict) then ``mixture.json`` (config + ``metadata``), each atomically."""
-    directory = Path(directory)
-    atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(mixture.state_dict(), f))
-    write_json(directory / CONFIG_FILE, {"mixture": mixture.config(), **(metadata or {})})
-
-
-def is_mixture_dir(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / CONFIG_FILE).is_file()
-
-
-def load_mixture(directory: str | os.PathLike) -> AdaptiveMixture:
-    """Rebuild a saved mixture in eval mode; missing or corrupt files raise AdaScaleError."""
-    directory = Path(directory)
-    try:
-        config = json.loads((directory / CONFIG_FILE).read_text())["mixture"]
-        mixture = AdaptiveMixture(
-            [build_branch(branch) for branch in config["branches"]],
-            config["scales"],
-            FeatureSpec(**config["spec"]),
-            config["latent_widths"],
-            config["hidden"],
-            config["smoothing"],
-            config.get("global_weight", False),
-            config.get("gauge_penalty", 0.0),
-        )
-    except FileNotFoundError:
-        raise AdaScaleError(f"{directory}: not a mixture directory (no {CONFIG_FILE})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AdaScaleError(f"{directory / CONFIG_FILE}: corrupt mixture config ({type(exc).__name__}: {exc})") from None
-    try:
-        state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        mixture.to(next(value.dtype for value in state.values() if value.is_floating_point()))  # keep the saved precision
-        mixture.load_state_dict(state)
-    except Exception as exc:  # missing, truncated, pickled code, shape mismatch
-        raise AdaScaleError(
-            f"{directory / WEIGHTS_FILE}: corrupt or incompatible weights ({type(exc).__name__}: {exc})"
-        ) from None
-    return mixture.eval()

@@ -19,14 +19,15 @@ saturate: a router that sends every atom to the best fixed scale early on gets s
   deployed loss inside [0, 1], is convex in u_i for two anchors, and keeps a gradient
   outside, where clamping the minimiser gives the best scale in [0, 1].
 
-Training: AdamW on the training set; after every epoch the deployed router is scored on
-validation and the best epoch is kept (early stopping).
+Training: the one loop (:class:`~adascale.training.loop.TrainingLoop` over an
+:class:`~adascale.training.tasks.ArrayTask`): AdamW on shuffled minibatches of the training
+samples; after every epoch the deployed router is scored on validation (MAE per subset) and
+the best epoch is kept (early stopping). Saved in the one model format
+(:func:`adascale.models.io.save_model`, kind ``router``).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,13 +37,15 @@ import torch
 from torch import nn
 
 from adascale.errors import AdaScaleError, located
-from adascale.files import atomic_write_bytes, write_json
-from adascale.nn.mlp import RouterNet
+from adascale.models.io import load_model, save_model
+from adascale.models.router import RouterModel
 from adascale.nn.smooth import anchor_weights
 from adascale.predictions import PredictionSet
 from adascale.scales.axis import as_pool, interpolate
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY, force_features
 from adascale.scales.oracles import ScaleLosses, anchor_errors, best_global_scale
+from adascale.training.loop import LoopSettings, TrainingLoop
+from adascale.training.tasks import SUBSETS, ArrayTask
 
 KINDS: tuple[str, ...] = ("hard", "soft")
 #: Feature blocks a router may read (all available at inference, none reads labels).
@@ -51,7 +54,6 @@ BLOCKS: tuple[str, ...] = ("geometry", "species", "d_ion", "forces", "latent")
 LATENT_PREFIX = "latent_"
 #: d_ion (nm) given to atoms of frames without another ion.
 NO_ION_NM = 2.0
-CONFIG_FILE, WEIGHTS_FILE = "router.json", "router.pt"
 
 
 @dataclass
@@ -132,9 +134,11 @@ class RouterConfig:
 
 
 class Router:
-    """A trained router: maps :class:`RouterInputs` to per-sample scales and mixed forces."""
+    """A trained router: maps :class:`RouterInputs` to per-sample scales and mixed forces.
 
-    def __init__(self, config: RouterConfig, net: RouterNet) -> None:
+    ``net`` is the saved model (kind ``router``); its ``routing`` holds this config as JSON."""
+
+    def __init__(self, config: RouterConfig, net: RouterModel) -> None:
         self.config = config
         self.net = net.eval()
 
@@ -179,23 +183,17 @@ class Router:
         return np.abs(self.forces(RouterInputs.of(predictions)) - predictions.ref).mean(axis=1)
 
     def save(self, directory: str | Path) -> None:
-        """``router.json`` (config) and ``router.pt`` (state_dict), each written atomically."""
-        directory = Path(directory)
-        atomic_write_bytes(directory / WEIGHTS_FILE, lambda file: torch.save(self.net.state_dict(), file))
-        write_json(directory / CONFIG_FILE, asdict(self.config))
+        """The router as a model directory (model.json + weights.pt, :func:`adascale.models.io.save_model`)."""
+        save_model(directory, self.net)
 
     @classmethod
     def load(cls, directory: str | Path) -> Router:
-        """Rebuild a saved router; weights load with ``weights_only=True`` (no pickled code runs)."""
-        directory = Path(directory)
+        """Rebuild a saved router (:func:`adascale.models.io.load_model`: weights_only, versioned format)."""
+        net = load_model(directory, expect=RouterModel)
         try:
-            config = RouterConfig(**json.loads((directory / CONFIG_FILE).read_text()))
-            net = RouterNet(config.n_inputs, config.n_outputs, config.hidden)
-            net.load_state_dict(torch.load(directory / WEIGHTS_FILE, weights_only=True))
-        except FileNotFoundError as exc:
-            raise located(f"not a router directory (missing {Path(exc.filename).name})", path=directory) from None
-        except Exception as exc:  # bad JSON, wrong keys, corrupt or mismatched weights
-            raise located(f"corrupt router ({type(exc).__name__}: {exc})", path=directory) from None
+            config = RouterConfig(**net.routing)
+        except TypeError as exc:
+            raise located(f"corrupt router settings ({exc})", path=directory) from None
         return cls(config, net)
 
 
@@ -258,15 +256,42 @@ def fit_router(
     config.n_inputs = x.shape[1]
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        net = RouterNet(config.n_inputs, config.n_outputs, settings.hidden)
+        net = RouterModel(config.n_inputs, config.n_outputs, settings.hidden, routing=asdict(config))
     net.fit_standardisation(x)
     if kind == "soft":  # start from the best fixed scale of the training set
         with torch.no_grad():
             net.mlp[-1].bias.fill_(best_global_scale(anchor_errors(train), train.scales)[0])
     objective = _hard_objective(train, config.pool) if kind == "hard" else _soft_objective(train)
     router = Router(config, net)
-    history = _train(net, x, objective, lambda: float(router.sample_loss(valid).mean()), settings, on_epoch)
-    return FitResult(router=router, valid_mae=min(row["valid_mae"] for row in history), history=history)
+    masks = valid.masks()
+
+    def validate() -> dict:
+        loss = router.sample_loss(valid)
+        return {"mae": {subset: float(loss[masks[subset]].mean()) if masks[subset].any() else None for subset in SUBSETS}}
+
+    loop = TrainingLoop(
+        ArrayTask(net, x, objective, validate),
+        LoopSettings(
+            seed=settings.seed,
+            batch_size=min(settings.batch_size, len(x)),
+            learning_rate=settings.lr,
+            warmup_steps=0,
+            schedule="constant",
+            weight_decay=settings.weight_decay,
+            gradient_clip=None,
+            max_epochs=settings.max_epochs,
+            patience=settings.patience,
+            drop_last=False,
+        ),
+        on_validation=None if on_epoch is None else (lambda line: on_epoch(_history_row(line))),
+    )
+    result = loop.run()
+    return FitResult(router=router, valid_mae=result.best_valid_mae, history=[_history_row(line) for line in result.history])
+
+
+def _history_row(line: dict) -> dict:
+    """A loop log line as a router history row (MAE in eV/Å)."""
+    return {"epoch": line["epoch"], "train_objective": line["train_objective"], "valid_mae": line["valid_force_mae"]["all"]}
 
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -295,41 +320,3 @@ def _soft_objective(train: PredictionSet) -> Objective:
         return torch.einsum("nk,nkc->nc", weights, errors[rows]).abs().mean()
 
     return objective
-
-
-def _train(
-    net: RouterNet,
-    x: torch.Tensor,
-    objective: Objective,
-    valid_mae: Callable[[], float],
-    settings: TrainSettings,
-    on_epoch: Callable[[dict], None] | None,
-) -> list[dict]:
-    """Adam over shuffled minibatches; after each epoch score the deployed router on
-    validation and keep the best weights; stop after ``patience`` epochs without progress."""
-    optimiser = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    generator = torch.Generator().manual_seed(settings.seed)
-    best, best_state, stale, history = np.inf, None, 0, []
-    for epoch in range(1, settings.max_epochs + 1):
-        net.train()
-        total = 0.0
-        for rows in torch.randperm(len(x), generator=generator).split(settings.batch_size):
-            loss = objective(net(x[rows]), rows)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(rows)
-        net.eval()
-        row = {"epoch": epoch, "train_objective": total / len(x), "valid_mae": valid_mae()}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if row["valid_mae"] < best:
-            best, best_state, stale = row["valid_mae"], copy.deepcopy(net.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    net.load_state_dict(best_state)
-    net.eval()
-    return history

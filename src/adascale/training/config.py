@@ -81,7 +81,7 @@ class ModelSettings(_Strict):
         return self
 
     def branch_kwargs(self) -> dict:
-        """Constructor arguments for :func:`adascale.models.io.build_branch` (species and statistics added by the trainer)."""
+        """Constructor arguments for :func:`adascale.models.io.build_model` (species and statistics added by the trainer)."""
         kwargs = self.model_dump(exclude={"electrostatics"})
         if self.electrostatics is None:
             return {"kind": "painn", **kwargs}
@@ -115,7 +115,7 @@ class TrainingSettings(_Strict):
     warmup_steps: int = Field(20, ge=0, description="Steps of linear learning-rate warm-up.")
     schedule: Literal["cosine", "constant"] = Field(
         "cosine",
-        description="'cosine': decay over max_epochs, or over the time budget if that ends first (then not bit-reproducible).",
+        description="'cosine': decay over the step budget (max_steps, or max_epochs epochs); 'constant' after warm-up.",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")
@@ -129,12 +129,28 @@ class TrainingSettings(_Strict):
         0.0, ge=0, description="Weight of the per-atom energy MSE (eV^2) added to the force loss; 0 trains on forces only."
     )
     max_epochs: int = Field(100, ge=1, description="Upper bound on passes over the training frames.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Optimiser steps in total (the cosine decays over them); null: max_epochs epochs."
+    )
     patience: int = Field(10, ge=1, description="Stop after this many validations without a better validation force MAE.")
     time_budget_minutes: float | None = Field(
-        None, gt=0, description="Stop training (and validate a last time) within this wall time; null for no limit."
+        None,
+        gt=0,
+        description="Upper bound on wall time: stop (and validate a last time) within it, flagged as budget_hit; null for no limit. "
+        "Budget by steps or epochs for reproducible runs.",
     )
     checkpoint_every_steps: int = Field(
         50, ge=1, description="Write the resumable checkpoint this often (and after every epoch)."
+    )
+    init_from: str | list[str] | dict[str, str] | None = Field(
+        None,
+        description="Warm start: a model directory whose weights the model starts from (a list: one directory per "
+        "branch of a mixture; a map: submodule name -> directory); null starts from the seeded initialisation.",
+    )
+    trainable: list[str] | None = Field(
+        None,
+        description="Train only parameters whose names start with one of these prefixes (the rest frozen), "
+        "e.g. ['router', 'energy_offsets']; [''] trains all; null: as the model is built.",
     )
 
 
