@@ -21,11 +21,12 @@ Where the scales come from (``scale_mode``):
   per atom, one U(0, 1) for the whole frame, all 0, all 1 (probabilities ``RANDOM_MIX``), so
   the trunk is accurate at every scale and at mixtures of scales. In eval mode it evaluates
   at ``fixed_scale``;
-* ``"router"``: s_i = sigmoid(g(x_i)), g a small MLP of label-free geometric features x_i
+* ``"router"``: s_i = sigmoid(logit(fixed_scale) + g(x_i)), g a small MLP of label-free geometric features x_i
   (:mod:`adascale.models.features`: species, smooth nearest-ion distance, coordination counts,
   all within r_max so one neighbour list serves everything), trained through the model on the
   conservative force loss: loss-guided, differentiable scale updates in representation space.
-  The router starts at ``fixed_scale`` for every atom (zero weights), i.e. at the control;
+  g starts at zero, so the router starts at ``fixed_scale`` for every atom, i.e. at the control,
+  whatever weights a warm start copied into g from a trunk trained in another mode;
 * ``"fixed"``: every atom at ``fixed_scale`` (the fixed-scale analysis, and capacity without
   adaptivity). :meth:`at_scale` evaluates any mode at one fixed scale for a while.
 
@@ -97,10 +98,9 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
             raise AdaScaleError(f"router_radii reach {self.router_spec.cutoff} Å, beyond the cutoff {cutoff} Å")
         self.router_hidden = [int(h) for h in router_hidden]
         self.router = RouterNet(len(self.router_spec.names), 1, self.router_hidden)
-        with torch.no_grad():  # start every atom at fixed_scale: the router begins as the control
-            last = self.router.mlp[-1]
-            last.weight.zero_()
-            last.bias.fill_(_logit(self.fixed_scale))
+        with torch.no_grad():  # g starts at 0: every atom at fixed_scale, the router begins as the control
+            self.router.mlp[-1].weight.zero_()
+            self.router.mlp[-1].bias.zero_()
 
     def config(self) -> dict:
         return super().config() | {
@@ -125,7 +125,7 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         """(n,) scale of every atom in [0, 1], by ``scale_mode`` (see the module docstring)."""
         n, dtype, device = len(batch.numbers), batch.positions.dtype, batch.positions.device
         if self.scale_mode == "router":
-            return torch.sigmoid(self.router(self.router_features(batch))[:, 0])
+            return torch.sigmoid(self.router(self.router_features(batch))[:, 0] + _logit(self.fixed_scale))
         if self.scale_mode == "random" and self.training:
             return _random_scales(batch.frame_index, batch.n_frames, dtype, device)
         return torch.full((n,), self.fixed_scale, dtype=dtype, device=device)

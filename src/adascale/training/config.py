@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from adascale.errors import AdaScaleError
 
-BUILTIN_CONFIGS = ("local", "long_range")
+BUILTIN_CONFIGS = ("local", "long_range", "scale_conditioned")
 
 
 class _Strict(BaseModel):
@@ -48,8 +48,33 @@ class ElectrostaticsSettings(_Strict):
     )
 
 
+class ScaleSettings(_Strict):
+    """A per-atom, differentiable scale inside the model (the scale-conditioned branch; needs electrostatics).
+
+    Atom i reads its atomic basis to r_i = min_radius + s_i (cutoff - min_radius) and its
+    Coulomb energy is gated by s_i (:mod:`adascale.models.scale_conditioned`).
+    """
+
+    min_radius: float = Field(
+        3.5, gt=0, description="Å: the radius at s = 0 (cutoff is the radius at s = 1); at least interaction_cutoff."
+    )
+    mode: Literal["random", "router", "fixed"] = Field(
+        "random",
+        description="Where s comes from in training: 'random' (per-frame patterns of random scales: trains the trunk "
+        "for every s), 'router' (a label-free MLP of geometric features, trained through the force loss), 'fixed'.",
+    )
+    fixed_scale: float = Field(
+        1.0, ge=0, le=1, description="The scale of mode 'fixed', of 'random' in evaluation, and where the router starts."
+    )
+    router_radii: list[float] = Field(
+        [3.0, 4.5, 6.0], description="Å: coordination radii of the router's features (at most cutoff)."
+    )
+    router_hidden: list[int] = Field([32, 32], description="Widths of the router MLP.")
+    embedding: int = Field(8, ge=1, description="Cosine features cos(k pi s) embedding the scale into the trunk.")
+
+
 class ModelSettings(_Strict):
-    """The branch: PaiNN message passing, optionally with electrostatics."""
+    """The branch: PaiNN message passing, optionally with electrostatics and a per-atom scale."""
 
     cutoff: float = Field(3.5, gt=0, description="Å: the largest neighbour distance the branch reads (its spatial scale).")
     features: int = Field(64, ge=2, description="Channels of the scalar and vector features.")
@@ -68,6 +93,9 @@ class ModelSettings(_Strict):
     electrostatics: ElectrostaticsSettings | None = Field(
         None, description="Learned charges + Ewald/Coulomb (the long-range branch); null for a purely local branch."
     )
+    scale: ScaleSettings | None = Field(
+        None, description="A per-atom scale inside the model (the scale-conditioned branch); null for a fixed-scale branch."
+    )
 
     @model_validator(mode="after")
     def _radii_within_cutoff(self) -> ModelSettings:
@@ -78,21 +106,34 @@ class ModelSettings(_Strict):
             raise ValueError(
                 f"need exclusion_inner ({e.exclusion_inner}) < exclusion_outer ({e.exclusion_outer}) <= cutoff ({self.cutoff})"
             )
+        if self.scale is not None and e is None:
+            raise ValueError("a scale block needs an electrostatics block (s = 1 is the long-range branch)")
         return self
 
     def branch_kwargs(self) -> dict:
         """Constructor arguments for :func:`adascale.models.io.build_model` (species and statistics added by the trainer)."""
-        kwargs = self.model_dump(exclude={"electrostatics"})
+        kwargs = self.model_dump(exclude={"electrostatics", "scale"})
         if self.electrostatics is None:
             return {"kind": "painn", **kwargs}
         e = self.electrostatics
-        return {
+        kwargs |= {
             "kind": "painn_long_range",
-            **kwargs,
             "electrostatics": e.method,
             "exclusion_inner": e.exclusion_inner,
             "exclusion_outer": e.exclusion_outer,
             "total_charge": e.total_charge,
+        }
+        if self.scale is None:
+            return kwargs
+        c = self.scale
+        return kwargs | {
+            "kind": "scale_conditioned",
+            "min_radius": c.min_radius,
+            "scale_mode": c.mode,
+            "fixed_scale": c.fixed_scale,
+            "router_radii": c.router_radii,
+            "router_hidden": c.router_hidden,
+            "scale_embedding": c.embedding,
         }
 
 
