@@ -72,4 +72,4 @@ def test_every_field_is_documented():
     text = describe_settings()
     assert "model.electrostatics.exclusion_inner (default 2.0)" in text
     assert "training.time_budget_minutes (default None)" in text
-    assert set(BUILTIN_CONFIGS) == {"local", "long_range"}
+    assert set(BUILTIN_CONFIGS) == {"local", "long_range", "scale_conditioned"}
