@@ -127,3 +127,29 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     report = json.loads((tmp_path / "m.json").read_text())
     assert {"router_force_mixing", "mixture"} <= set(report["methods"])
     assert load_model(tmp_path / "mix").n_branches == 2
+
+
+def test_joint_mixture_trains_its_branches_and_the_global_control_keeps_one_scale(frames):
+    """Joint: the branches move (frozen they would not); global weight: every atom shares one scale."""
+    branches = make_branches()
+    before = [p.detach().clone() for p in branches[1].parameters()]
+    joint, report = fit_mixture(
+        branches, [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=replace(SETTINGS, joint=True), n_resamples=20
+    )
+    assert joint.gauge_penalty == SETTINGS.gauge_penalty
+    moved = [not torch.equal(a, b) for a, b in zip(before, joint.branches[1].parameters())]
+    assert any(moved) and "mixture" in report["methods"]
+
+    control, report = fit_mixture(
+        make_branches(),
+        [0.0, 1.0],
+        frames[:4],
+        frames[4:6],
+        frames[6:],
+        settings=replace(SETTINGS, global_weight=True),
+        n_resamples=20,
+    )
+    batch = AtomsBatch.from_frame(frames[6], control.cutoff, dtype=torch.float64)
+    weights = control(batch)["features"][:, :2]
+    assert torch.allclose(weights, weights[:1].expand_as(weights))
+    assert "router_force_mixing" not in report["methods"] and "mixture" in report["methods"]

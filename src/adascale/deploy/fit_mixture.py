@@ -35,6 +35,7 @@ from adascale.predictions import PredictionSet
 from adascale.scales.analysis import analyze
 from adascale.scales.features import ROUTER_FEATURES_KEY, ROUTER_SPEC_KEY
 from adascale.scales.metrics import DEFAULT_RESAMPLES
+from adascale.scales.oracles import anchor_errors, best_global_scale
 from adascale.scales.router_report import add_methods
 from adascale.scales.routers import FitResult, RouterInputs, TrainSettings, fit_router
 from adascale.training.loop import LoopSettings, TrainingLoop, TrainResult
@@ -63,6 +64,9 @@ class MixtureSettings:
     use_latent: bool = True
     seed: int = 0
     dtype: str = "float32"
+    joint: bool = False  # stage 2 unfreezes the branches: router, offsets and branches trained together
+    gauge_penalty: float = 0.1  # joint only: weight of the per-atom energy disagreement where weights vary (1/eV^2 x eV^2)
+    global_weight: bool = False  # one learned scale for every atom (the capacity-without-adaptivity control)
 
 
 def build_mixture(
@@ -82,7 +86,16 @@ def build_mixture(
     spec = FeatureSpec(species=tuple(species), ion_species=tuple(ion_species), radii=settings.feature_radii)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
-        mixture = AdaptiveMixture(branches, scales, spec, widths, settings.hidden, settings.smoothing)
+        mixture = AdaptiveMixture(
+            branches,
+            scales,
+            spec,
+            widths,
+            settings.hidden,
+            settings.smoothing,
+            global_weight=settings.global_weight,
+            gauge_penalty=settings.gauge_penalty if settings.joint else 0.0,
+        )
     return mixture.to(dtype).eval()
 
 
@@ -172,7 +185,8 @@ def finetune(
     settings: MixtureSettings,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Stage 2: the one training loop on the router and offsets, loss = L1 of the conservative forces.
+    """Stage 2: the one training loop on the router and offsets (with ``joint``, the branches too),
+    loss = L1 of the conservative forces (+ the mixture's gauge penalty when joint).
 
     One frame per step, ``finetune_frames`` frames per epoch (a fresh seeded subset each),
     ``finetune_epochs`` epochs with ``finetune_minutes`` as a wall-clock upper bound; the warm
@@ -193,6 +207,7 @@ def finetune(
             patience=max(settings.finetune_epochs, 1),
             time_budget_minutes=settings.finetune_minutes or None,
             validate_at_start=True,
+            trainable=[""] if settings.joint else None,
         ),
         on_step=None if progress is None else (lambda done, total, status: progress("fine-tune", done, total, status)),
     )
@@ -225,31 +240,38 @@ def fit_mixture(
     valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
     train, _ = evaluate_frames(mixture, warm_frames, with_mixture=False, progress=progress, stage="branches on train")
     valid, _ = evaluate_frames(mixture, valid_frames, with_mixture=False, progress=progress, stage="branches on valid")
-    warm = warm_start(
-        mixture,
-        train,
-        valid,
-        settings,
-        on_epoch=None
-        if progress is None
-        else (lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")),
-    )
+    if settings.global_weight:  # no router to warm-start: the one scale starts at the best fixed scale on train
+        warm = None
+        with torch.no_grad():
+            mixture.global_scale.fill_(best_global_scale(anchor_errors(train), train.scales)[0])
+    else:
+        warm = warm_start(
+            mixture,
+            train,
+            valid,
+            settings,
+            on_epoch=None
+            if progress is None
+            else (
+                lambda row: progress("warm start", row["epoch"], TrainSettings().max_epochs, f"valid {row['valid_mae']:.4f} eV/Å")
+            ),
+        )
     tuned = finetune(mixture, train_frames, valid_frames, settings, progress)
+    mixture.eval().requires_grad_(False)
 
     test, mixed = evaluate_frames(mixture, list(test_frames), progress=progress, stage="test")
     report = analyze(test, fit=valid, fit_label="validation frames", units=units, n_resamples=n_resamples)
     factor = force_unit_factor(units)
-    weights = router_weights(mixture, test)
-    losses = {
-        "router_force_mixing": warm.router.sample_loss(test),
-        "mixture_force_mixing": np.abs(np.einsum("nk,knc->nc", weights, test.pred) - test.ref).mean(axis=1),
-        "mixture": np.abs(mixed - test.ref).mean(axis=1),
-    }
+    losses = {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
+    if warm is not None:
+        weights = router_weights(mixture, test)
+        losses["router_force_mixing"] = warm.router.sample_loss(test)
+        losses["mixture_force_mixing"] = np.abs(np.einsum("nk,knc->nc", weights, test.pred) - test.ref).mean(axis=1)
     add_methods(report, test, losses, n_resamples=n_resamples)
     report["methods"]["mixture"]["conservative"] = True
     report["mixture"] = {
         "settings": asdict(settings),
-        "warm_start_valid_mae": warm.valid_mae * factor,
+        "warm_start_valid_mae": None if warm is None else warm.valid_mae * factor,
         "finetune_history": [
             {
                 "epoch": row["epoch"],
