@@ -34,21 +34,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from adascale.data.frames import read_frames
-from adascale.data.regimes import nearest_ion_distance, subset_masks
 from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
 from adascale.models.batch import AtomsBatch
-from adascale.models.inference import module_forces
 from adascale.models.io import load_model, save_model
 from adascale.scales.conditioned import analyze_conditioned, grid_predictions
-from adascale.scales.metrics import FrameBootstrap, method_entry
+from adascale.scales.evaluate import losses_entry, sample_losses
 from adascale.scales.oracles import anchor_errors, best_global_scale
 from adascale.training.config import load_config
 from adascale.training.trainer import Trainer
-from adascale.units import KJ_MOL_NM_PER_EV_A
 
 SUBSETS = ("all", "ions", "close_contact")
 FINETUNE = ["training.learning_rate=0.001", "training.warmup_steps=0"]
@@ -62,18 +58,6 @@ def train(name: str, config: str, minutes: float, out: Path, train_frames, valid
     record = {"steps": result.steps, "wall_s": time.monotonic() - start, "best_valid_mae": result.best_valid_mae}
     print(f"  trained {name}: {record}", flush=True)
     return record
-
-
-def evaluate(model, frames, n_resamples: int) -> dict:
-    """Force MAE per subset (kJ/mol/nm) with 95 % frame-bootstrap intervals."""
-    forces = np.concatenate(module_forces(model, frames, name="model").forces)
-    ref = np.concatenate([f.forces for f in frames])
-    species = np.concatenate([f.numbers for f in frames])
-    d_ion = np.concatenate([nearest_ion_distance(f.positions, f.numbers, f.cell, f.pbc) for f in frames])
-    frame = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
-    masks = subset_masks(species, d_ion)
-    loss = np.abs(forces - ref).mean(axis=1)
-    return method_entry(loss, masks, bootstrap=FrameBootstrap(frame, masks, n_resamples), factor=KJ_MOL_NM_PER_EV_A)
 
 
 def speed(model, frame, repeats: int) -> dict:
@@ -149,7 +133,10 @@ def main() -> None:
     results: dict = {"budget_min": T, "sets": {k: len(v) for k, v in sets.items()}, "models": {}}
     for name, record in records.items():
         model = load_model(out / name)
-        entry = {"training": record, "mae": {s: evaluate(model, frames, args.bootstrap) for s, frames in sets.items()}}
+        entry = {
+            "training": record,
+            "mae": {s: losses_entry(sample_losses(model, f), f, n_resamples=args.bootstrap) for s, f in sets.items()},
+        }
         entry["atoms_per_s"] = speed(model, test_frames[0], args.repeats)
         results["models"][name] = entry
         print(

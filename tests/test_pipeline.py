@@ -22,6 +22,10 @@ def tiny_run(tmp_path_factory):
             {"name": "local", "config": "local", "overrides": TINY_MODEL},
             {"name": "long_range", "config": "long_range", "overrides": TINY_MODEL},
         ],
+        adaptive={
+            "trunk_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
+            "router_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
+        },
         route_train_frames=4,
         mixture_finetune_epochs=1,
         mixture_finetune_minutes=0.1,
@@ -50,6 +54,24 @@ def test_report_keeps_the_public_contract(tiny_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_deployed_model_is_the_best_candidate_on_validation(tiny_run):
+    from adascale.deploy.calculator import AdaScaleCalculator
+
+    out, _, report = tiny_run
+    deployed = report["deployed"]
+    assert set(deployed["valid"]) == {"local", "long_range", "mixture", "scale_conditioned"}
+    assert deployed["model"] == min(deployed["valid"], key=lambda name: deployed["valid"][name]["all"])
+    assert report["methods"]["deployed"]["model"] == deployed["model"]
+    for name in ("scale_conditioned", "scale_conditioned_best_s"):
+        assert report["methods"][name]["all"] > 0
+    assert 0 <= report["scale_conditioned"]["scale_distribution"]["all"]["mean"] <= 1
+    frames = read_frames(out / "data" / "test.extxyz")
+    atoms = frames[0].to_atoms()
+    atoms.calc = AdaScaleCalculator.from_run(out)
+    assert np.isfinite(atoms.get_forces()).all()
+    assert "| deployed |" in (out / "report.md").read_text()
+
+
 def test_a_second_run_reuses_every_stage(tiny_run):
     out, config, report = tiny_run
     markers = {p.name: p.read_text() for p in (out / ".stages").iterdir()}
@@ -60,8 +82,8 @@ def test_a_second_run_reuses_every_stage(tiny_run):
 def test_evaluate_reports_new_frames_without_refitting(tiny_run):
     out, _, report = tiny_run
     again = evaluate_run(out, out / "data" / "test.extxyz")
-    for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router"):
-        assert again["methods"][name]["all"] == pytest.approx(report["methods"][name]["all"], rel=1e-6)
+    for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router", "deployed", "scale_conditioned"):
+        assert again["methods"][name]["all"] == pytest.approx(report["methods"][name]["all"], rel=1e-5), name
     assert again["methods"]["best_global_s"]["s"] == report["methods"]["best_global_s"]["s"]
 
 

@@ -24,6 +24,7 @@ Layout of a run directory::
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from adascale.data.frames import Frame, read_frames
+from adascale.data.regimes import SUBSETS
+from adascale.deploy.calculator import DEPLOYED_DIR
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.predictions import PredictionSet
@@ -41,6 +44,7 @@ from adascale.stages import Stage, StageRunner
 
 SPLITS = ("train", "valid", "test")
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
+ADAPTIVE_JSON, DEPLOY_JSON = "adaptive.json", "deploy.json"
 
 
 class _Strict(BaseModel):
@@ -68,6 +72,19 @@ class AnchorSettings(_Strict):
     overrides: list[str] = Field(default_factory=list, description="`key=value` overrides, as `adascale train --set`.")
 
 
+class AdaptiveSettings(_Strict):
+    """The scale-conditioned model: its trunk trained at random per-atom scales, then its label-free router.
+
+    The router phase starts from the trunk's weights with every atom at the trunk's best single
+    scale on validation (the control), and moves the scales through the force loss.
+    """
+
+    name: str = Field("scale_conditioned", description="Directory name under branches/ and the model's name in reports.")
+    config: str = Field("scale_conditioned", description="Training config of both phases (built-in name or YAML path).")
+    trunk_overrides: list[str] = Field(default_factory=list, description="`key=value` overrides of the trunk phase.")
+    router_overrides: list[str] = Field(default_factory=list, description="`key=value` overrides of the router phase.")
+
+
 class RunConfig(_Strict):
     """Everything ``adascale run`` does; see ``adascale/configs/run.yaml`` for the defaults."""
 
@@ -79,6 +96,9 @@ class RunConfig(_Strict):
     refine_tol: float = Field(1e-3, ge=0, description="Stop refining when the best relative gain is below this.")
     mixture_finetune_minutes: float = Field(2.0, ge=0, description="Wall-time budget of the mixture's conservative fine-tuning.")
     mixture_finetune_epochs: int = Field(3, ge=0, description="Fine-tuning epochs of the mixture.")
+    adaptive: AdaptiveSettings | None = Field(
+        None, description="The scale-conditioned model (trained, analysed, a deployment candidate); null to leave it out."
+    )
     units: str = Field("kJ/mol/nm", description="Unit of every MAE in the report.")
     bootstrap: int = Field(1000, ge=10, description="Frame-bootstrap resamples for the 95% intervals.")
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice).")
@@ -124,12 +144,14 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     work = {
         "testbed": lambda: _generate(config, data / "frames.extxyz"),
         "split": lambda: _split(data, config.split),
-        **{f"train_{a.name}": lambda a=a: _train(a, data, out / "branches" / a.name) for a in config.anchors},
+        **{f"train_{a.name}": lambda a=a: _train(a.config, a.overrides, data, out / "branches" / a.name) for a in config.anchors},
         "predict": lambda: _predict_splits(out, config),
         "refine": lambda: _refine(out, config),
         "route": lambda: _route(out, config),
         "mixture": lambda: _mixture(out, config),
-        "report": lambda: _report(out, stages.timings),
+        **({} if config.adaptive is None else _adaptive_work(out, config, config.adaptive)),
+        "deploy": lambda: _deploy(out, config),
+        "report": lambda: _report(out, config, stages.timings),
     }
     stages.run_plan(stage_plan(config), work)
     return json.loads((out / REPORT_JSON).read_text())
@@ -146,6 +168,7 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
 
     stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
     trained = tuple(f"train_{a.name}" for a in config.anchors)
+    adaptive = () if config.adaptive is None else ("train_adaptive", "adaptive_analysis")
     return {
         "testbed": Stage(config.testbed.model_dump()),
         "split": Stage({"split": list(config.split)}, after=("testbed",)),
@@ -168,7 +191,23 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
             },
             after=("split", *trained),
         ),
-        "report": Stage(stats, after=("predict", "refine", "route", "mixture")),
+        **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
+        "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive)),
+        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive)),
+    }
+
+
+def _adaptive_plan(config: RunConfig, adaptive: AdaptiveSettings, stats: dict) -> dict[str, Stage]:
+    """The scale-conditioned model's stages: trunk, router phase, its scale analysis."""
+    from adascale.training.config import load_config
+
+    trunk = load_config(adaptive.config, adaptive.trunk_overrides).model_dump(mode="json")
+    router = load_config(adaptive.config, adaptive.router_overrides).model_dump(mode="json")
+    refine = {"max_size": config.refine_max_size, "tol": config.refine_tol}
+    return {
+        "train_adaptive_trunk": Stage({"settings": adaptive.model_dump(), "resolved": trunk}, after=("split",)),
+        "train_adaptive": Stage({"resolved": router}, after=("train_adaptive_trunk",)),
+        "adaptive_analysis": Stage({**refine, **stats}, after=("train_adaptive",)),
     }
 
 
@@ -188,12 +227,12 @@ def _split(data: Path, sizes: tuple[int, int, int]) -> None:
         write_frames(data / f"{name}.extxyz", block)
 
 
-def _train(anchor: AnchorSettings, data: Path, directory: Path) -> None:
+def _train(config_name: str, overrides: list[str], data: Path, directory: Path) -> None:
     from adascale.training.checkpoint import CHECKPOINT_FILE
     from adascale.training.config import load_config
     from adascale.training.trainer import Trainer
 
-    settings = load_config(anchor.config, anchor.overrides)
+    settings = load_config(config_name, overrides)
     keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
     trainer = Trainer(settings, read_frames(data / "train.extxyz", **keys), read_frames(data / "valid.extxyz", **keys), directory)
     if (directory / CHECKPOINT_FILE).exists():
@@ -293,7 +332,82 @@ def _mixture(out: Path, config: RunConfig) -> None:
     write_json(out / "mixture.json", report)
 
 
-def _report(out: Path, timings: dict[str, float]) -> None:
+def _adaptive_work(out: Path, config: RunConfig, adaptive: AdaptiveSettings) -> dict:
+    data, trunk = out / "data", out / "branches" / f"{adaptive.name}_trunk"
+    return {
+        "train_adaptive_trunk": lambda: _train(adaptive.config, adaptive.trunk_overrides, data, trunk),
+        "train_adaptive": lambda: _train_router_phase(out, adaptive, trunk),
+        "adaptive_analysis": lambda: _adaptive_analysis(out, config, adaptive),
+    }
+
+
+def _train_router_phase(out: Path, adaptive: AdaptiveSettings, trunk: Path) -> None:
+    """The router phase, from the trunk's weights and its best single scale on validation."""
+    from adascale.models.io import load_model
+    from adascale.scales.conditioned import grid_predictions
+    from adascale.scales.oracles import anchor_errors, best_global_scale
+
+    valid = grid_predictions(load_model(trunk), read_frames(out / "data" / "valid.extxyz"))
+    start = best_global_scale(anchor_errors(valid), valid.scales)[0]
+    derived = ["model.scale.mode=router", f"model.scale.fixed_scale={start:.6f}", f"training.init_from={trunk}"]
+    _train(adaptive.config, [*adaptive.router_overrides, *derived], out / "data", out / "branches" / adaptive.name)
+
+
+def _adaptive_analysis(out: Path, config: RunConfig, adaptive: AdaptiveSettings) -> None:
+    from adascale.models.io import load_model
+    from adascale.scales.conditioned import analyze_conditioned
+
+    valid, test = (read_frames(out / "data" / f"{split}.extxyz") for split in ("valid", "test"))
+    report = analyze_conditioned(
+        load_model(out / "branches" / adaptive.name),
+        valid,
+        test,
+        units=config.units,
+        n_resamples=config.bootstrap,
+        max_size=config.refine_max_size,
+        tol=config.refine_tol,
+    )
+    write_json(out / ADAPTIVE_JSON, report)
+
+
+def deployment_candidates(out: Path, config: RunConfig) -> dict[str, Path]:
+    """Every model of a run that may be deployed: the fixed branches and the adaptive models."""
+    candidates = {anchor.name: out / "branches" / anchor.name for anchor in config.anchors}
+    candidates["mixture"] = out / "mixture"
+    if config.adaptive is not None:
+        candidates[config.adaptive.name] = out / "branches" / config.adaptive.name
+    return candidates
+
+
+def _deploy(out: Path, config: RunConfig) -> None:
+    """Score every candidate on validation, copy the best (all-atom force MAE) to ``out/deployed``,
+    and report it on test."""
+    from adascale.models.io import MODEL_FILE, WEIGHTS_FILE, load_model
+    from adascale.scales.evaluate import losses_entry, sample_losses
+
+    valid, test = (read_frames(out / "data" / f"{split}.extxyz") for split in ("valid", "test"))
+    scores = {
+        name: losses_entry(sample_losses(load_model(directory), valid), valid, units=config.units, n_resamples=config.bootstrap)
+        for name, directory in deployment_candidates(out, config).items()
+    }
+    chosen = min(scores, key=lambda name: scores[name]["all"])
+    staging, target = out / ".deployed.tmp", out / DEPLOYED_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        shutil.copy2(deployment_candidates(out, config)[chosen] / name, staging / name)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    losses = sample_losses(load_model(target), test)
+    np.save(out / "deployed_test_losses.npy", losses)
+    deployed = losses_entry(losses, test, units=config.units, n_resamples=config.bootstrap, model=chosen)
+    selection = {name: {subset: entry[subset] for subset in SUBSETS} for name, entry in scores.items()}
+    write_json(
+        out / DEPLOY_JSON, {"model": chosen, "chosen_on": "validation force MAE, all atoms", "valid": selection, "test": deployed}
+    )
+
+
+def _report(out: Path, config: RunConfig, timings: dict[str, float]) -> None:
     """Merge the stage reports into report.json / report.md and draw the plots."""
     report = json.loads((out / "route.json").read_text())
     refined = json.loads((out / "refine.json").read_text())
@@ -302,8 +416,28 @@ def _report(out: Path, timings: dict[str, float]) -> None:
     for name in ("router_force_mixing", "mixture_force_mixing", "mixture"):
         report["methods"][name] = mixture["methods"][name]
     report["mixture"] = mixture["mixture"]
+    if config.adaptive is not None:
+        add_adaptive(report, json.loads((out / ADAPTIVE_JSON).read_text()), config.adaptive.name)
+    deploy = json.loads((out / DEPLOY_JSON).read_text())
+    report["methods"]["deployed"] = deploy["test"]
+    report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
     test = _load_predictions(out, "test")
-    finish_report(report, test, _router_losses(out / "routers", test), out, timings)
+    losses = _router_losses(out / "routers", test) | {"deployed": np.load(out / "deployed_test_losses.npy")}
+    finish_report(report, test, losses, out, timings)
+
+
+def add_adaptive(report: dict, adaptive: dict, name: str) -> None:
+    """The scale-conditioned model in a run report: ``<name>`` (its router, deployable) and
+    ``<name>_best_s`` (all atoms at its best single scale: the control without adaptivity), plus
+    its own scale analysis under ``report[name]``."""
+    methods = adaptive["methods"]
+    report["methods"][name] = methods["router"]
+    report["methods"][f"{name}_best_s"] = methods["best_global_s"]
+    report[name] = {
+        "methods": methods,
+        "refinement": adaptive["refinement"],
+        "scale_distribution": adaptive["scale_distribution"],
+    }
 
 
 def _router_losses(directory: Path, test: PredictionSet) -> dict[str, np.ndarray]:
@@ -347,7 +481,8 @@ def finish_report(
 
 
 def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", energy_key: str = "REF_energy") -> dict:
-    """Apply a finished run (branches, refined pool, routers, mixture) to labelled frames in ``data``.
+    """Apply a finished run (branches, refined pool, routers, mixture, the scale-conditioned model and
+    the deployed model) to labelled frames in ``data``.
 
     ``best_global_s`` stays the one fitted on the run's validation set and the pool is the run's
     refined pool; nothing is fitted on the new frames. Frames with species the run never saw,
@@ -356,6 +491,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     from adascale.deploy.fit_mixture import evaluate_frames
     from adascale.models.io import load_model
     from adascale.scales.analysis import analyze
+    from adascale.scales.evaluate import sample_losses
     from adascale.scales.router_report import add_methods
 
     marker = run_dir / ".stages" / "report.json"
@@ -377,7 +513,11 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     router_losses = _router_losses(run_dir / "routers", test)
     _, mixed = evaluate_frames(load_model(run_dir / "mixture"), frames)
     losses = router_losses | {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
+    losses["deployed"] = sample_losses(load_model(run_dir / DEPLOYED_DIR), frames, path=data)
+    if config.adaptive is not None:
+        losses[config.adaptive.name] = sample_losses(load_model(run_dir / "branches" / config.adaptive.name), frames, path=data)
     add_methods(report, test, losses, n_resamples=config.bootstrap)
+    report["methods"]["deployed"]["model"] = json.loads((run_dir / DEPLOY_JSON).read_text())["model"]
     report["refinement"] = json.loads((run_dir / "refine.json").read_text())["refinement"]
     report["settings"]["evaluated"] = {"run": str(run_dir), "data": str(data)}
     return report
