@@ -83,6 +83,9 @@ class AdaptiveSettings(_Strict):
     config: str = Field("scale_conditioned", description="Training config of both phases (built-in name or YAML path).")
     trunk_overrides: list[str] = Field(default_factory=list, description="`key=value` overrides of the trunk phase.")
     router_overrides: list[str] = Field(default_factory=list, description="`key=value` overrides of the router phase.")
+    grid_points: int = Field(
+        9, ge=2, description="Scales 0, 1/(n-1), ..., 1 at which the scale analysis evaluates the model (valid and test)."
+    )
 
 
 class RunConfig(_Strict):
@@ -207,7 +210,7 @@ def _adaptive_plan(config: RunConfig, adaptive: AdaptiveSettings, stats: dict) -
     return {
         "train_adaptive_trunk": Stage({"settings": adaptive.model_dump(), "resolved": trunk}, after=("split",)),
         "train_adaptive": Stage({"resolved": router}, after=("train_adaptive_trunk",)),
-        "adaptive_analysis": Stage({**refine, **stats}, after=("train_adaptive",)),
+        "adaptive_analysis": Stage({**refine, **stats, "grid_points": adaptive.grid_points}, after=("train_adaptive",)),
     }
 
 
@@ -362,6 +365,7 @@ def _adaptive_analysis(out: Path, config: RunConfig, adaptive: AdaptiveSettings)
         load_model(out / "branches" / adaptive.name),
         valid,
         test,
+        grid=np.linspace(0.0, 1.0, adaptive.grid_points).tolist(),
         units=config.units,
         n_resamples=config.bootstrap,
         max_size=config.refine_max_size,
