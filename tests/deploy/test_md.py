@@ -208,8 +208,9 @@ def test_nve_conserves_energy_in_a_periodic_box_with_waters_across_the_faces():
     """A periodic box where half the waters are split by the cell faces (their O-H vectors are
     only right as minimum images) and atoms leave the cell during the run (ASE does not wrap).
     A local branch (smooth, conservative) under velocity Verlet + RATTLE keeps a shadow energy:
-    E_tot fluctuates by O(dt^2), so halving dt divides the fluctuation by ~4 (measured 4.2),
-    and at 0.5 fs it stays below 1e-6 eV/atom (measured 4e-8 over 10 fs). A constraint or a
+    E_tot fluctuates by O(dt^2), so halving dt divides the fluctuation by ~4 (measured 4.0),
+    and at 0.5 fs it stays below 1e-6 eV/atom (measured 5.6e-8 over 10 fs). float64: in float32
+    the 0.25 fs run sat on a rounding floor (2.5e-8 eV/atom, ratio 2.6). A constraint or a
     calculator that mishandles the faces breaks the water or jumps the energy."""
     atoms = _straddling_box()
     waters = find_waters(atoms)
@@ -218,7 +219,9 @@ def test_nve_conserves_energy_in_a_periodic_box_with_waters_across_the_faces():
     runs = {}
     for dt in (0.5, 0.25):
         atoms = _straddling_box()
-        summary = run_md(atoms, AdaScaleCalculator(make_branches()[0]), steps=round(10.0 / dt), timestep_fs=dt, seed=1)
+        summary = run_md(
+            atoms, AdaScaleCalculator(make_branches()[0], dtype="float64"), steps=round(10.0 / dt), timestep_fs=dt, seed=1
+        )
         runs[dt] = (summary, atoms)
     coarse, atoms = runs[0.5]
     assert coarse.n_waters_rigid == 10
