@@ -12,8 +12,8 @@ from tiny_models import TINY, make_branches
 from typer.testing import CliRunner
 
 from adascale.cli import app
-from adascale.data.frames import write_frames
-from adascale.deploy.fit_mixture import build_mixture, evaluate_frames, fit_mixture, router_weights
+from adascale.data.frames import read_frames, write_frames
+from adascale.deploy.fit_mixture import MixtureSettings, build_mixture, evaluate_frames, fit_mixture, router_weights
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model, save_model
 from adascale.models.long_range import LongRangePaiNN
@@ -126,7 +126,18 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "m.json").read_text())
     assert {"router_force_mixing", "mixture"} <= set(report["methods"])
-    assert load_model(tmp_path / "mix").n_branches == 2
+    saved = load_model(tmp_path / "mix")
+    assert saved.n_branches == 2
+    # the report holds the library's numbers for the same inputs and options ...
+    settings = MixtureSettings(train_frames=3, valid_frames=2, finetune_epochs=1, finetune_frames=1)
+    branches = [load_model(tmp_path / name) for name in ("local", "long")]
+    split = [read_frames(tmp_path / f"{name}.extxyz") for name in ("train", "valid", "test")]
+    _, library = fit_mixture(branches, [0.0, 1.0], *split, settings=settings, n_resamples=20)
+    assert report["counts"] == library["counts"] and report["methods"] == json.loads(json.dumps(library["methods"]))
+    # ... and the mixture it saved scores the test frames at the reported conservative MAE
+    test, mixed = evaluate_frames(saved, split[2])
+    mae = np.abs(mixed - test.ref).mean() * KJ_MOL_NM_PER_EV_A
+    assert report["methods"]["mixture"]["all"] == pytest.approx(mae, rel=1e-9)
 
 
 def test_joint_mixture_trains_its_branches_and_the_global_control_keeps_one_scale(frames):

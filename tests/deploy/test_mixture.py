@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase.io import read
 from tiny_models import make_mixture
 
+from adascale.data.frames import Frame, read_frames, write_frames
+from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model, save_model
@@ -85,11 +88,26 @@ def test_save_and_load_round_trip_safely(tmp_path, mixture, periodic_frame):
         load_model(tmp_path / "elsewhere")
 
 
-def test_mixture_runs_on_unlabelled_frames(mixture):
-    frame = water_ion_frame(6, 1, 8.5, seed=4)
-    frame.forces, frame.energy = None, None
-    out = mixture(_batch(mixture, frame))
-    assert np.isfinite(out["forces"].numpy()).all()
+def test_mixture_on_unlabelled_frames_gives_exactly_its_output_on_the_labelled_ones(tmp_path, mixture):
+    """Labels never enter a prediction: the same frames with and without reference forces and
+    energies, read back from files, give bit-identical energies and forces, in the model and
+    through the ASE calculator."""
+    labelled = [water_ion_frame(6, 1, 8.5, seed=s) for s in (4, 5)]
+    write_frames(tmp_path / "labelled.extxyz", labelled)
+    write_frames(tmp_path / "bare.extxyz", [Frame(f.numbers, f.positions, f.cell, f.pbc, None, None) for f in labelled])
+    with_labels = read_frames(tmp_path / "labelled.extxyz")
+    bare = read_frames(tmp_path / "bare.extxyz", require_forces=False)
+    assert all(f.forces is not None for f in with_labels) and all(f.forces is None and f.energy is None for f in bare)
+    for a, b in zip(with_labels, bare):
+        out_a, out_b = mixture(_batch(mixture, a)), mixture(_batch(mixture, b))
+        assert torch.equal(out_a["energy"], out_b["energy"]) and torch.equal(out_a["forces"], out_b["forces"])
+        assert torch.isfinite(out_a["forces"]).all() and out_a["forces"].abs().max() > 1e-3
+    atoms = [read(tmp_path / name, index=1) for name in ("labelled.extxyz", "bare.extxyz")]
+    for each in atoms:
+        each.calc = AdaScaleCalculator(mixture, dtype="float64")
+    assert atoms[0].get_potential_energy() == atoms[1].get_potential_energy()
+    np.testing.assert_array_equal(atoms[0].get_forces(), atoms[1].get_forces())
+    np.testing.assert_allclose(atoms[1].get_forces(), mixture(_batch(mixture, bare[1]))["forces"].numpy(), rtol=0, atol=1e-12)
 
 
 def test_a_mixture_needs_matching_branches_and_scales(mixture):

@@ -43,6 +43,21 @@ def test_round_trip_gives_identical_predictions(tmp_path, cls):
     assert sorted(p.name for p in tmp_path.iterdir()) == [MODEL_FILE, WEIGHTS_FILE]  # no temp files left
 
 
+@pytest.mark.parametrize("cls", [PaiNN, LongRangePaiNN])
+def test_a_float32_branch_reloads_in_float32_and_evaluates_identically_in_float64(tmp_path, cls):
+    """As the calculator does with dtype=float64: the reloaded model's constants (torch-pme's
+    prefactors included) must be the original's, not rounded through float32."""
+    torch.manual_seed(0)
+    branch = cls(SPECIES, cutoff=4.0, features=8, interactions=1, average_neighbours=5.0).eval()
+    save_model(tmp_path, branch)
+    loaded = load_model(tmp_path)
+    assert next(loaded.parameters()).dtype == torch.float32
+    state, reloaded_state = branch.state_dict(), loaded.state_dict()
+    assert all(torch.equal(state[key], reloaded_state[key]) for key in state)
+    frame = water_ion_frame(6, 1, 7.0, seed=0)
+    assert torch.equal(evaluate(loaded.double(), [frame])["forces"], evaluate(branch.double(), [frame])["forces"])
+
+
 def test_every_registered_kind_round_trips(tmp_path):
     from deploy.tiny_models import make_mixture
 

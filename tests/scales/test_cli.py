@@ -7,10 +7,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from adascale.cli import app
+from adascale.predictions import PredictionSet
+from adascale.scales.analysis import analyze, refine
 from adascale.scales.synthetic import synthetic_predictions
+from adascale.units import KJ_MOL_NM_PER_EV_A
 
 
 def test_analyze_and_refine_write_reports(tmp_path):
@@ -84,3 +88,42 @@ def test_malformed_prediction_set_is_one_line_error(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0
     assert run.stderr.startswith("error: ") and "bad.npz" in run.stderr and "field 'scales'" in run.stderr
+
+
+def as_written(report: dict) -> dict:
+    """A library report as its JSON file holds it (tuples become lists, numpy scalars plain numbers)."""
+    return json.loads(json.dumps(report, allow_nan=False))
+
+
+def test_analyze_and_refine_reports_hold_the_numbers_of_the_library_calls(tmp_path):
+    """The verbs are thin: their JSON is the library's report for the same inputs and options,
+    and its headline numbers are the definitions computed here by hand."""
+    synthetic_predictions(n_frames=8, atoms_per_frame=20, seed=1).save(tmp_path / "test.npz")
+    synthetic_predictions(n_frames=8, atoms_per_frame=20, seed=2).save(tmp_path / "valid.npz")
+    test, valid = PredictionSet.load(tmp_path / "test.npz"), PredictionSet.load(tmp_path / "valid.npz")
+    common = ["--fit", str(tmp_path / "valid.npz"), "--bootstrap", "30", "--seed", "4"]
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["analyze", str(tmp_path / "test.npz"), *common, "--pool", "0,0.3,1", "--json", str(tmp_path / "a.json")]
+    )
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "a.json").read_text())
+    library = analyze(test, valid, str(tmp_path / "valid.npz"), pool="0,0.3,1", n_resamples=30, seed=4)
+    assert written == as_written(library)
+    loss = np.abs(test.pred - test.ref).mean(axis=-1) * KJ_MOL_NM_PER_EV_A  # (K, N) per-sample loss in kJ/mol/nm
+    assert written["methods"]["fixed_s0"]["all"] == pytest.approx(loss[0].mean(), rel=1e-12)
+    assert written["methods"]["fixed_s1"]["ions"] == pytest.approx(loss[1][np.isin(test.species, [11, 17])].mean(), rel=1e-12)
+    assert written["methods"]["oracle_hard"]["all"] == pytest.approx(loss.min(axis=0).mean(), rel=1e-12)
+    assert written["methods"]["oracle_pool"]["pool"] == [0.0, 0.3, 1.0]
+
+    args = ["refine", str(tmp_path / "test.npz"), *common, "--max-size", "5", "--tol", "0.001", "--update", "gradient"]
+    result = runner.invoke(app, [*args, "--units", "meV/A", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "r.json").read_text())
+    library = refine(
+        test, valid, str(tmp_path / "valid.npz"), max_size=5, tol=1e-3, update="gradient", units="meV/A", n_resamples=30, seed=4
+    )
+    assert written == as_written(library)
+    final = written["refinement"]["final"]
+    assert written["refinement"]["history"][-1]["pool"] == final and written["methods"]["oracle_pool"]["pool"] == final
+    assert written["methods"]["fixed_s0"]["all"] == pytest.approx(loss[0].mean() / KJ_MOL_NM_PER_EV_A * 1000, rel=1e-12)

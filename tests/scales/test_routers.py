@@ -222,6 +222,19 @@ def test_route_command_writes_the_report_and_routers(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["units"] == "kJ/mol/nm" and report["methods"]["router_hard"]["pool"] == [0.0, 0.5, 1.0]
     assert (tmp_path / "routers" / "hard" / "model.json").is_file()
+    # the report is the library's for the same inputs and options, number for number
+    sets = [PredictionSet.load(path) for path in paths]
+    library, _, selected = route(
+        *sets, pool=[0.0, 0.5, 1.0], settings=TrainSettings(max_epochs=3, seed=0), n_resamples=20, seed=0
+    )
+    assert report == json.loads(json.dumps(library)) and report["routing"]["selected"] == selected
+    # and the selected router it saved scores the test set at the reported MAE
+    test = sets[2]
+    loss = load_selected_router(tmp_path / "routers").sample_loss(test) * KJ_MOL_NM_PER_EV_A
+    assert report["methods"]["router"]["all"] == pytest.approx(loss.mean(), rel=1e-12)
+    assert report["methods"][f"router_{selected}"]["ions"] == pytest.approx(
+        loss[np.isin(test.species, [11, 17])].mean(), rel=1e-12
+    )
 
     bad = subprocess.run(
         [sys.executable, "-c", "from adascale.cli import main; main()", *args, "--frames", "one.extxyz"],

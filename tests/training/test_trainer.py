@@ -19,11 +19,13 @@ from typer.testing import CliRunner
 from adascale.cli import app
 from adascale.data.frames import Frame
 from adascale.errors import AdaScaleError
+from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model
 from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from adascale.training.config import load_config
 from adascale.training.data import fit_species_shifts
 from adascale.training.trainer import Trainer
+from adascale.units import KJ_MOL_NM_PER_EV_A
 
 FAST = ["model.cutoff=3.0", "model.features=8", "model.interactions=1", "training.warmup_steps=2", "training.dtype=float64"]
 ADASCALE = str(Path(sys.executable).parent / "adascale")
@@ -61,6 +63,19 @@ def test_long_range_branch_trains_and_reloads(tmp_path, data):
     result = trainer.run()
     branch = load_model(tmp_path)
     assert branch.kind == "painn_long_range" and np.isfinite(result.best_valid_mae)
+    # the saved model is the best epoch's; here that is the last one, so it is the trained model itself
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert result.best_epoch == result.epochs == 2 and lines[-1]["best"]
+    trained, reloaded = trainer.model.eval(), branch.eval()
+    forces = []
+    for frame in data[1]:
+        batch = AtomsBatch.from_frame(frame, trained.cutoff, dtype=torch.float64)
+        a, b = trained(batch), reloaded(batch)  # float64 training: the reloaded model is float64 too
+        assert torch.equal(a["forces"], b["forces"]) and torch.equal(a["energy"], b["energy"])
+        forces.append(b["forces"].detach().numpy())
+    # and it reproduces the validation error the trainer reported for it (kJ/mol/nm)
+    per_atom = np.concatenate([np.abs(f - frame.forces).mean(axis=1) for f, frame in zip(forces, data[1])])
+    assert per_atom.mean() * KJ_MOL_NM_PER_EV_A == pytest.approx(result.best_valid_mae, rel=1e-9)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, data):

@@ -118,8 +118,9 @@ def load_model(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
         floats = [value.dtype for value in state.values() if value.is_floating_point()]
-        if floats:
-            model.to(floats[0])
+        fresh = next(model.parameters(), None)
+        if floats and fresh is not None and floats[0] != fresh.dtype:
+            model.to(floats[0])  # only then: a blanket cast would round torch-pme's float64 constants to float32
         model.load_state_dict(state)
     except Exception as exc:  # unpickling errors, truncated files, shape mismatches
         raise AdaScaleError(f"{path}: corrupt or incompatible weights ({type(exc).__name__}: {exc})") from None
