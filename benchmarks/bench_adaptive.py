@@ -51,11 +51,19 @@ FINETUNE = ["training.learning_rate=0.001", "training.warmup_steps=0"]
 
 
 def train(name: str, config: str, minutes: float, out: Path, train_frames, valid_frames, overrides=()) -> dict:
-    """Train one model for ``minutes`` of wall time; returns its training record."""
+    """Train one model for ``minutes`` of wall time; returns its training record.
+
+    A model already trained into ``out`` (a previous run of the benchmark) is kept with its
+    record: delete its directory to train it again.
+    """
+    record_file = out / name / "bench_record.json"
+    if record_file.is_file():
+        return json.loads(record_file.read_text())
     settings = load_config(config, [f"training.time_budget_minutes={minutes}", "training.max_epochs=1000", *overrides])
     start = time.monotonic()
     result = Trainer(settings, train_frames, valid_frames, out / name, show_progress=False).run()
     record = {"steps": result.steps, "wall_s": time.monotonic() - start, "best_valid_mae": result.best_valid_mae}
+    record_file.write_text(json.dumps(record))
     print(f"  trained {name}: {record}", flush=True)
     return record
 
@@ -118,6 +126,9 @@ def main() -> None:
         "mixture_global": replace(base, joint=True, global_weight=True),
     }
     for name, settings in variants.items():
+        if (out / name / "bench_record.json").is_file():
+            records[name] = json.loads((out / name / "bench_record.json").read_text())
+            continue
         branches = [load_model(out / f"{a}_anchor") for a in ("local", "long_range")]
         start = time.monotonic()
         mixture, _ = fit_mixture(
@@ -126,6 +137,7 @@ def main() -> None:
         save_model(out / name, mixture)
         wall = time.monotonic() - start
         records[name] = {"wall_s": wall + sum(a["wall_s"] for a in anchors.values())}
+        (out / name / "bench_record.json").write_text(json.dumps(records[name]))
         print(f"  fitted {name}: {wall:.0f} s", flush=True)
 
     print("evaluating", flush=True)
