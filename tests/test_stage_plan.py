@@ -15,8 +15,20 @@ from adascale.stages import StageRunner
 
 BASE = load_run_config(None, quick=True)
 ANCHORS = [a.name for a in BASE.anchors]  # local, long_range
-ALL = ["testbed", "split", *(f"train_{n}" for n in ANCHORS), "predict", "refine", "route", "mixture", "report"]
-AFTER_TRAINING = ["predict", "refine", "route", "mixture", "report"]
+ADAPTIVE = ["train_adaptive_trunk", "train_adaptive", "adaptive_analysis"]
+ALL = [
+    "testbed",
+    "split",
+    *(f"train_{n}" for n in ANCHORS),
+    "predict",
+    "refine",
+    "route",
+    "mixture",
+    *ADAPTIVE,
+    "deploy",
+    "report",
+]
+AFTER_TRAINING = ["predict", "refine", "route", "mixture", "deploy", "report"]
 
 #: Every leaf setting of RunConfig -> the stages a change of it must rerun (anchors.<i>.<field>
 #: per anchor; testbed.* for every testbed field). A new setting fails the completeness test
@@ -27,12 +39,17 @@ RERUNS: dict[str, list[str]] = {
     "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
     "anchors.1.*": [f"train_{ANCHORS[1]}", *AFTER_TRAINING],
     "route_train_frames": AFTER_TRAINING,
-    "refine_max_size": ["refine", "route", "report"],
-    "refine_tol": ["refine", "route", "report"],
-    "mixture_finetune_minutes": ["mixture", "report"],
-    "mixture_finetune_epochs": ["mixture", "report"],
-    "units": ["refine", "route", "mixture", "report"],
-    "bootstrap": ["refine", "route", "mixture", "report"],
+    "refine_max_size": ["refine", "route", "adaptive_analysis", "report"],
+    "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
+    "mixture_finetune_minutes": ["mixture", "deploy", "report"],
+    "mixture_finetune_epochs": ["mixture", "deploy", "report"],
+    "adaptive.name": [*ADAPTIVE, "deploy", "report"],
+    "adaptive.config": [*ADAPTIVE, "deploy", "report"],
+    "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "report"],
+    "adaptive.router_overrides": ADAPTIVE[1:] + ["deploy", "report"],
+    "adaptive.grid_points": ["adaptive_analysis", "report"],
+    "units": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
+    "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
     "threads": [],
 }
 
@@ -55,7 +72,7 @@ def changed(path: str, value: object) -> object:
     """Another valid value of a setting."""
     if path.endswith(".config"):
         return "long_range" if value == "local" else "local"
-    if path.endswith(".overrides"):
+    if path.endswith("overrides"):
         return [*value, "model.features=16"]
     if path == "units":
         return "meV/A"

@@ -195,7 +195,7 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
             after=("split", *trained),
         ),
         **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
-        "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive)),
+        "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive[:1])),
         "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive)),
     }
 
@@ -208,7 +208,9 @@ def _adaptive_plan(config: RunConfig, adaptive: AdaptiveSettings, stats: dict) -
     router = load_config(adaptive.config, adaptive.router_overrides).model_dump(mode="json")
     refine = {"max_size": config.refine_max_size, "tol": config.refine_tol}
     return {
-        "train_adaptive_trunk": Stage({"settings": adaptive.model_dump(), "resolved": trunk}, after=("split",)),
+        "train_adaptive_trunk": Stage(
+            {"settings": adaptive.model_dump(include={"name", "config", "trunk_overrides"}), "resolved": trunk}, after=("split",)
+        ),
         "train_adaptive": Stage({"resolved": router}, after=("train_adaptive_trunk",)),
         "adaptive_analysis": Stage({**refine, **stats, "grid_points": adaptive.grid_points}, after=("train_adaptive",)),
     }
