@@ -40,7 +40,13 @@ METHODS = ("ewald", "pme")
 
 
 def exclusion_switch(r: Tensor, inner: float, outer: float) -> Tensor:
-    """(E,) 1 for r <= inner, 0 for r >= outer, a C2 smoothstep between."""
+    """(E,) 1 for r <= inner, 0 for r >= outer, a C2 smoothstep between (1/2 at the midpoint).
+
+    Not torch-pme's own ``Potential(exclusion_radius=R)``: its window 1 - ((1 - cos(pi r / R)) / 2)^n
+    has no plateau (it is 1 only at r = 0, so it would also thin the exclusion of pairs inside
+    ``inner``), is only C1 at R for every n, and is applied inside the potential for every pair
+    of every method; trained charges rely on this window, so it stays.
+    """
     return switch(r, outer, outer - inner)
 
 
@@ -77,9 +83,11 @@ class Electrostatics(nn.Module):
                 smeared, mesh_spacing=self.smearing, interpolation_nodes=5, full_neighbor_list=True
             )
         # torch-pme's buffers (smearing, prefactor, mesh kernels) follow from the settings
-        # above: keep them out of saved weights so those do not depend on its internals.
+        # above: re-registered as non-persistent (public API), they stay out of saved weights,
+        # which then do not depend on torch-pme's internals (and load as before).
         for module in self.modules():
-            module._non_persistent_buffers_set.update(module._buffers)
+            for name, buffer in list(module.named_buffers(recurse=False, remove_duplicate=False)):
+                module.register_buffer(name, buffer, persistent=False)
 
     def forward(self, charges: Tensor, batch, edge_vectors: Tensor, *, exclude: bool = True) -> Tensor:
         """charges (n,) e, batch an AtomsBatch, edge_vectors (E, 3) Å of its edges -> phi (n,) V.
