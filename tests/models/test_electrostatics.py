@@ -133,7 +133,3 @@ def test_torchpme_buffers_stay_out_of_saved_weights(method):
     assert module.state_dict() == {}  # ... which follow from the settings and are not saved
     module.load_state_dict({})  # weights saved without them load strictly
 
-
-def test_exclusion_window_plateaus_and_midpoint():
-    r = torch.tensor([0.5, 2.0, 2.5, 3.0, 4.0], dtype=torch.float64)
-    np.testing.assert_allclose(exclusion_switch(r, 2.0, 3.0).numpy(), [1.0, 1.0, 0.5, 0.0, 0.0], atol=1e-12)
