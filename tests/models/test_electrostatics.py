@@ -132,4 +132,3 @@ def test_torchpme_buffers_stay_out_of_saved_weights(method):
     assert len(list(module.buffers())) > 0  # torch-pme keeps its constants as buffers ...
     assert module.state_dict() == {}  # ... which follow from the settings and are not saved
     module.load_state_dict({})  # weights saved without them load strictly
-
