@@ -81,7 +81,7 @@ def _with_interval(entry: dict, subset: str) -> str:
 
 
 def _training_table(training: dict) -> list[str]:
-    lines = ["| model | budgeted time, s | epochs | optimiser steps |", "| --- | ---: | ---: | ---: |"]
+    lines = ["| model | budgeted time, s | epochs | optimizer steps |", "| --- | ---: | ---: | ---: |"]
     for name, record in training.items():
         lines.append(f"| {name} | {record['train_s']:,.0f} | {record['epochs']} | {record['steps']} |")
     return lines

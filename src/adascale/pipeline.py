@@ -40,6 +40,7 @@ from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.predictions import PredictionSet
 from adascale.runtime import set_threads
+from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, router_name
 from adascale.stages import Stage, StageRunner
 
 SPLITS = ("train", "valid", "test")
@@ -419,7 +420,7 @@ def _report(out: Path, config: RunConfig, timings: dict[str, float]) -> None:
     refined = json.loads((out / "refine.json").read_text())
     mixture = json.loads((out / "mixture.json").read_text())
     report["refinement"] = refined["refinement"]
-    for name in ("router_force_mixing", "mixture_force_mixing", "mixture"):
+    for name in MIXTURE_METHODS:
         report["methods"][name] = mixture["methods"][name]
     report["mixture"] = mixture["mixture"]
     if config.adaptive is not None:
@@ -451,8 +452,8 @@ def _router_losses(directory: Path, test: PredictionSet) -> dict[str, np.ndarray
     from adascale.scales.router_report import load_selected_router
     from adascale.scales.routers import KINDS, Router
 
-    losses = {f"router_{kind}": Router.load(directory / kind).sample_loss(test) for kind in KINDS}
-    losses["router"] = load_selected_router(directory).sample_loss(test)
+    losses = {router_name(kind): Router.load(directory / kind).sample_loss(test) for kind in KINDS}
+    losses[ROUTER] = load_selected_router(directory).sample_loss(test)
     return losses
 
 
@@ -473,9 +474,9 @@ def finish_report(
     report.update(breakdown(test, per_sample, units=report["units"], n_resamples=report["settings"]["bootstrap"]["resamples"]))
 
     report["deployment"] = [
-        {"mode": "per-atom force mixing (paper)", "method": "router", "conservative": False},
-        {"mode": "per-atom force mixing, mixture weights", "method": "mixture_force_mixing", "conservative": False},
-        {"mode": "conservative energy mixture (MD)", "method": "mixture", "conservative": True},
+        {"mode": "per-atom force mixing (paper)", "method": ROUTER, "conservative": False},
+        {"mode": "per-atom force mixing, mixture weights", "method": MIXTURE_FORCE_MIXING, "conservative": False},
+        {"mode": "conservative energy mixture (MD)", "method": MIXTURE, "conservative": True},
     ]
     report["deployment"] = [item for item in report["deployment"] if item["method"] in report["methods"]]
     if timings:
@@ -518,7 +519,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     )
     router_losses = _router_losses(run_dir / "routers", test)
     _, mixed = evaluate_frames(load_model(run_dir / "mixture"), frames)
-    losses = router_losses | {"mixture": np.abs(mixed - test.ref).mean(axis=1)}
+    losses = router_losses | {MIXTURE: np.abs(mixed - test.ref).mean(axis=1)}
     losses["deployed"] = sample_losses(load_model(run_dir / DEPLOYED_DIR), frames, path=data)
     if config.adaptive is not None:
         losses[config.adaptive.name] = sample_losses(load_model(run_dir / "branches" / config.adaptive.name), frames, path=data)

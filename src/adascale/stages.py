@@ -40,14 +40,6 @@ def stage_key(name: str, settings: object, upstream: list[str]) -> str:
     return stable_hash({"stage": name, "settings": settings, "after": upstream, "adascale": __version__})
 
 
-def plan_keys(plan: dict[str, Stage]) -> dict[str, str]:
-    """Every stage's key for a plan (stages in order, each reading only earlier ones)."""
-    keys: dict[str, str] = {}
-    for name, stage in plan.items():
-        keys[name] = stage_key(name, stage.settings, [keys[a] for a in stage.after])
-    return keys
-
-
 @dataclass
 class StageRunner:
     """Runs named stages under ``root``, skipping those whose key matches a finished marker."""

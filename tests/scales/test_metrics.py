@@ -20,7 +20,7 @@ def test_interval_is_the_percentile_of_explicit_frame_resamples(rng):
         drawn = np.concatenate([np.flatnonzero((frame == f) & mask) for f, w in zip(ids, weights) for _ in range(int(w))])
         if drawn.size:
             means.append(loss[drawn].mean())
-    mae, interval = boot.summarise(loss)["sub"]
+    mae, interval = boot.summarize(loss)["sub"]
     assert mae == pytest.approx(loss[mask].mean(), rel=1e-12)
     np.testing.assert_allclose(interval, np.percentile(means, [2.5, 97.5]), rtol=1e-12)
 
@@ -31,7 +31,7 @@ def test_correlated_atoms_widen_the_interval_as_frames_demand():
     rng = np.random.default_rng(0)
     frame = np.repeat(np.arange(40), 500)
     loss = np.repeat(rng.normal(1.0, 0.1, 40), 500)
-    _, (lo, hi) = FrameBootstrap(frame, {"all": np.ones(frame.size, bool)}, seed=0).summarise(loss)["all"]
+    _, (lo, hi) = FrameBootstrap(frame, {"all": np.ones(frame.size, bool)}, seed=0).summarize(loss)["all"]
     assert lo < loss.mean() < hi
     assert 0.04 < hi - lo < 0.09
 
@@ -41,8 +41,8 @@ def test_same_seed_same_interval_and_empty_subset(rng):
     loss = rng.uniform(size=50)
     masks = {"all": np.ones(50, bool), "none": np.zeros(50, bool)}
     a, b = FrameBootstrap(frame, masks, seed=3), FrameBootstrap(frame, masks, seed=3)
-    assert a.summarise(loss) == b.summarise(loss)
-    assert a.summarise(loss)["none"] == (None, None)
+    assert a.summarize(loss) == b.summarize(loss)
+    assert a.summarize(loss)["none"] == (None, None)
 
 
 def test_method_entry_scales_units_and_carries_extras(rng):

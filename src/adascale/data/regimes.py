@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from adascale.units import NM_PER_A
+
 DEFAULT_ION_SPECIES: tuple[int, ...] = (11, 17)  # Na, Cl
 DEFAULT_CLOSE_CONTACT_NM = 0.6
-SUBSETS: tuple[str, ...] = ("all", "ions", "close_contact")
+ALL, IONS, CLOSE_CONTACT = "all", "ions", "close_contact"
+#: The report subsets, in report order: every report, table and trainer metric names them from here.
+SUBSETS: tuple[str, ...] = (ALL, IONS, CLOSE_CONTACT)
 
 
 def nearest_ion_distance(
@@ -44,7 +48,7 @@ def nearest_ion_distance(
     dist[ion_idx, np.arange(len(ion_idx))] = np.inf  # an ion is not its own nearest ion
     best = dist.min(axis=1)
     best[~np.isfinite(best)] = np.nan
-    return best * 0.1
+    return best * NM_PER_A
 
 
 def _minimum_image(delta: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
@@ -75,4 +79,4 @@ def subset_masks(
     is_ion = np.isin(species, ion_species)
     with np.errstate(invalid="ignore"):
         close = is_ion & (d < close_contact_nm)
-    return {"all": np.ones(len(species), dtype=bool), "ions": is_ion, "close_contact": close}
+    return {ALL: np.ones(len(species), dtype=bool), IONS: is_ion, CLOSE_CONTACT: close}

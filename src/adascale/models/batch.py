@@ -102,10 +102,6 @@ class AtomsBatch:
             cutoff=batches[0].cutoff,
         )
 
-    @property
-    def n_atoms(self) -> int:
-        return len(self.numbers)
-
     def atoms_per_frame(self) -> Tensor:
         """(B,) long: number of atoms in each frame."""
         return torch.bincount(self.frame_index, minlength=self.n_frames)

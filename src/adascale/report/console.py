@@ -9,9 +9,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from adascale.data.regimes import ALL, IONS, SUBSETS
 from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
-
-SUBSETS = ("all", "ions", "close_contact")
 
 
 def methods_table(report: dict, title: str = "Force MAE") -> Table:
@@ -25,7 +24,7 @@ def methods_table(report: dict, title: str = "Force MAE") -> Table:
     table.add_column("scale / pool")
     for name, entry in report["methods"].items():
         cells = [mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
-        gain = (entry.get("gain_recovered") or {}).get("all")
+        gain = (entry.get("gain_recovered") or {}).get(ALL)
         table.add_row(name, *cells, "" if gain is None else percent(gain), method_detail(entry))
     return table
 
@@ -66,7 +65,7 @@ def complementarity_table(report: dict) -> Table:
     return table
 
 
-def distance_table(report: dict, subset: str = "ions") -> Table:
+def distance_table(report: dict, subset: str = IONS) -> Table:
     """MAE of every method in bins of nearest-ion distance."""
     bins = report["mae_by_distance"][subset]
     methods = list(bins[0]["mae"]) if bins else []

@@ -6,18 +6,19 @@ report can be re-rendered from its JSON without touching models or predictions.
 
 from __future__ import annotations
 
-from adascale.report.console import SUBSETS
+from adascale.data.regimes import ALL, CLOSE_CONTACT, SUBSETS
 from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
+from adascale.scales.methods import BEST_GLOBAL_S, ORACLE_CONTINUOUS, ORACLE_HARD, ORACLE_POOL, fixed_methods
 
 #: The paper's figures (arXiv 2606.09480; its units, most likely kJ/mol/nm): all-atom MAE per
 #: method, and the close-contact MAE of the best fixed scale and of the continuous oracle.
 PAPER_ALL: dict[str, float] = {
     "best fixed scale": 399.65,
-    "oracle_hard": 382.67,
-    "oracle_continuous": 380.96,
-    "oracle_pool (refined)": 381.23,
+    ORACLE_HARD: 382.67,
+    ORACLE_CONTINUOUS: 380.96,
+    f"{ORACLE_POOL} (refined)": 381.23,
 }
-PAPER_CLOSE_CONTACT: dict[str, float] = {"best fixed scale": 327.22, "oracle_continuous": 260.51}
+PAPER_CLOSE_CONTACT: dict[str, float] = {"best fixed scale": 327.22, ORACLE_CONTINUOUS: 260.51}
 PAPER_REFINED_POOL = [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1]
 
 
@@ -52,18 +53,16 @@ def methods_markdown(report: dict) -> str:
     rows = ["| method | " + " | ".join(SUBSETS) + " | gain recovered (all) | scale / pool |", "|---" * 6 + "|"]
     for name, entry in report["methods"].items():
         cells = [mae_cell(entry.get(subset), (entry.get("ci") or {}).get(subset)) for subset in SUBSETS]
-        gain = (entry.get("gain_recovered") or {}).get("all")
+        gain = (entry.get("gain_recovered") or {}).get(ALL)
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {percent(gain)} | {method_detail(entry)} |")
     return "## Methods\n\n" + "\n".join(rows)
 
 
 def best_fixed(report: dict, subset: str) -> float | None:
     """The lowest MAE of a fixed scale (anchors and best_global_s) on a subset."""
-    values = [
-        entry[subset]
-        for name, entry in report["methods"].items()
-        if (name.startswith("fixed_s") or name == "best_global_s") and entry.get(subset) is not None
-    ]
+    methods = report["methods"]
+    names = [*fixed_methods(methods), *([BEST_GLOBAL_S] if BEST_GLOBAL_S in methods else [])]
+    values = [methods[name][subset] for name in names if methods[name].get(subset) is not None]
     return min(values) if values else None
 
 
@@ -71,10 +70,10 @@ def paper_markdown(report: dict) -> str:
     """The paper's figures beside ours: absolute, and relative improvement over the best fixed scale."""
     methods = report["methods"]
     ours_all = {
-        "best fixed scale": best_fixed(report, "all"),
-        "oracle_hard": methods.get("oracle_hard", {}).get("all"),
-        "oracle_continuous": methods.get("oracle_continuous", {}).get("all"),
-        "oracle_pool (refined)": methods.get("oracle_pool", {}).get("all"),
+        "best fixed scale": best_fixed(report, ALL),
+        ORACLE_HARD: methods.get(ORACLE_HARD, {}).get(ALL),
+        ORACLE_CONTINUOUS: methods.get(ORACLE_CONTINUOUS, {}).get(ALL),
+        f"{ORACLE_POOL} (refined)": methods.get(ORACLE_POOL, {}).get(ALL),
     }
     rows = [
         "| method | paper (all) | paper vs best fixed | ours (all) | ours vs best fixed |",
@@ -87,8 +86,8 @@ def paper_markdown(report: dict) -> str:
             f"{number(ours)} | {_improvement(ours_all['best fixed scale'], ours)} |"
         )
     close_ours = {
-        "best fixed scale": best_fixed(report, "close_contact"),
-        "oracle_continuous": methods.get("oracle_continuous", {}).get("close_contact"),
+        "best fixed scale": best_fixed(report, CLOSE_CONTACT),
+        ORACLE_CONTINUOUS: methods.get(ORACLE_CONTINUOUS, {}).get(CLOSE_CONTACT),
     }
     for name, paper in PAPER_CLOSE_CONTACT.items():
         rows.append(

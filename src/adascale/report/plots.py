@@ -13,18 +13,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from adascale.data.regimes import ALL, IONS
 from adascale.files import atomic_output
+from adascale.scales.methods import BEST_GLOBAL_S, MIXTURE, ORACLE_CONTINUOUS, ORACLE_HARD, ORACLE_POOL, ROUTER, fixed_name
 
 #: The methods drawn in the distance and species plots, when the report has them.
 PLOTTED_METHODS: tuple[str, ...] = (
-    "fixed_s0",
-    "fixed_s1",
-    "best_global_s",
-    "oracle_hard",
-    "oracle_pool",
-    "oracle_continuous",
-    "router",
-    "mixture",
+    fixed_name(0),
+    fixed_name(1),
+    BEST_GLOBAL_S,
+    ORACLE_HARD,
+    ORACLE_POOL,
+    ORACLE_CONTINUOUS,
+    ROUTER,
+    MIXTURE,
 )
 
 
@@ -56,7 +58,7 @@ def _methods(available: list[str]) -> list[str]:
 def plot_mae_vs_distance(report: dict) -> Figure:
     """MAE against nearest-ion distance, one line per method, for all atoms and for ions."""
     block = report["mae_by_distance"]
-    subsets = [s for s in ("all", "ions") if block.get(s)]
+    subsets = [s for s in (ALL, IONS) if block.get(s)]
     figure = Figure(figsize=(5.5 * len(subsets), 4))
     axes = figure.subplots(1, len(subsets), squeeze=False)[0]
     for ax, subset in zip(axes, subsets):
@@ -68,7 +70,7 @@ def plot_mae_vs_distance(report: dict) -> Figure:
         ax.axvline(0.6, color="grey", linestyle=":", label="close contact (0.6 nm)")
         ax.set_xlabel("nearest-ion distance d_i (nm)")
         ax.set_ylabel(f"force MAE ({report['units']})")
-        ax.set_title("all atoms" if subset == "all" else subset)
+        ax.set_title("all atoms" if subset == ALL else subset)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return figure
@@ -83,7 +85,7 @@ def plot_refinement(report: dict) -> Figure:
     left.plot(sizes, [step["mae"] for step in history], marker="o", label="reported set")
     if all("fit_mae" in step for step in history):
         left.plot(sizes, [step["fit_mae"] for step in history], marker="s", label="fit set")
-    oracle = report["methods"].get("oracle_continuous", {}).get("all")
+    oracle = report["methods"].get(ORACLE_CONTINUOUS, {}).get(ALL)
     if oracle is not None:
         left.axhline(oracle, color="grey", linestyle="--", label="continuous oracle")
     left.set_xlabel("pool size |P|")
@@ -105,7 +107,7 @@ def plot_s_star(report: dict) -> Figure:
     block = report["complementarity"]
     figure = Figure(figsize=(5.5, 4))
     ax = figure.subplots()
-    for offset, subset in ((-0.02, "all"), (0.02, "ions")):
+    for offset, subset in ((-0.02, ALL), (0.02, IONS)):
         if not block.get(subset):
             continue
         hist = block[subset]["s_star"]["histogram"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from adascale.data.regimes import ALL, IONS
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet, frame_groups
 from adascale.scales.axis import as_pool
+from adascale.scales.methods import BEST_GLOBAL_S, ORACLE_CONTINUOUS, ORACLE_HARD, ORACLE_POOL, fixed_methods, fixed_name
 from adascale.scales.metrics import (
     DEFAULT_RESAMPLES,
     FrameBootstrap,
@@ -32,11 +34,6 @@ GRANULARITIES: tuple[str, ...] = ("sample", "frame")
 DISTANCE_EDGES_NM: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 S_STAR_BINS = 10
 IN_SAMPLE = "in-sample (no fit set given: optimistic)"
-
-
-def fixed_name(s: float) -> str:
-    """Report name of a fixed scale: ``fixed_s0``, ``fixed_s0.5``, ``fixed_s1``."""
-    return f"fixed_s{float(s):g}"
 
 
 def default_pool(scales: np.ndarray) -> np.ndarray:
@@ -77,11 +74,11 @@ class _Reporter:
 
     def report(self, methods: dict[str, dict], settings: dict) -> dict:
         """The DESIGN §5 skeleton, with ``gain_recovered`` added to every non-fixed method."""
-        fixed = [name for name in methods if name.startswith("fixed_s")]
+        fixed = fixed_methods(methods)
         for name, entry in methods.items():
-            if name not in fixed and name != "oracle_continuous" and "oracle_continuous" in methods:
+            if name not in fixed and name != ORACLE_CONTINUOUS and ORACLE_CONTINUOUS in methods:
                 entry["gain_recovered"] = {
-                    subset: gain_recovered(_best(methods, fixed, subset), entry[subset], methods["oracle_continuous"][subset])
+                    subset: gain_recovered(_best(methods, fixed, subset), entry[subset], methods[ORACLE_CONTINUOUS][subset])
                     for subset in self.masks
                 }
         return {
@@ -126,21 +123,21 @@ def analyze(
     s_best, _ = best_global_scale(losses.errors if fit is None else anchor_errors(fit), predictions.scales)
     pool = default_pool(predictions.scales) if pool is None else as_pool(pool)
     routings = {
-        "oracle_hard": route_pool(losses, predictions.scales),
-        "oracle_continuous": route_continuous(losses.errors, predictions.scales, losses.groups),
-        "oracle_pool": route_pool(losses, pool),
+        ORACLE_HARD: route_pool(losses, predictions.scales),
+        ORACLE_CONTINUOUS: route_continuous(losses.errors, predictions.scales, losses.groups),
+        ORACLE_POOL: route_pool(losses, pool),
     }
     methods = reporter.fixed_methods(losses)
-    methods["best_global_s"] = reporter.entry(losses.sample_loss(s_best), s=s_best)
+    methods[BEST_GLOBAL_S] = reporter.entry(losses.sample_loss(s_best), s=s_best)
     methods.update({name: reporter.entry(routing.loss) for name, routing in routings.items()})
-    methods["oracle_pool"]["pool"] = pool.tolist()
+    methods[ORACLE_POOL]["pool"] = pool.tolist()
     per_sample = {name: losses.sample_loss(entry["s"]) for name, entry in methods.items() if "s" in entry}
     per_sample.update({name: routing.loss for name, routing in routings.items()})
     report = reporter.report(
         methods,
         {"granularity": granularity, "fitted_on": fit_label if fit is not None else IN_SAMPLE},
     )
-    report["complementarity"] = complementarity(losses, routings["oracle_continuous"], reporter.masks, predictions.branch_names)
+    report["complementarity"] = complementarity(losses, routings[ORACLE_CONTINUOUS], reporter.masks, predictions.branch_names)
     report.update(
         breakdown(predictions, per_sample, units=units, n_resamples=n_resamples, seed=seed, distance_edges_nm=distance_edges_nm)
     )
@@ -170,7 +167,7 @@ def breakdown(
             n_resamples=n_resamples,
             seed=seed,
         )
-        for subset in ("all", "ions")
+        for subset in (ALL, IONS)
     }
     return {
         "mae_by_distance": {"edges_nm": list(distance_edges_nm), **by_distance},
@@ -183,12 +180,12 @@ def method_losses(predictions: PredictionSet, methods: dict[str, dict]) -> dict[
     ``pool`` (fixed scales, best_global_s, oracle_pool) and the label-reading oracles."""
     losses = scale_losses(predictions)
     out = {name: losses.sample_loss(entry["s"]) for name, entry in methods.items() if "s" in entry}
-    if "oracle_hard" in methods:
-        out["oracle_hard"] = route_pool(losses, predictions.scales).loss
-    if "oracle_continuous" in methods:
-        out["oracle_continuous"] = route_continuous(losses.errors, predictions.scales).loss
-    if "pool" in methods.get("oracle_pool", {}):
-        out["oracle_pool"] = route_pool(losses, as_pool(methods["oracle_pool"]["pool"])).loss
+    if ORACLE_HARD in methods:
+        out[ORACLE_HARD] = route_pool(losses, predictions.scales).loss
+    if ORACLE_CONTINUOUS in methods:
+        out[ORACLE_CONTINUOUS] = route_continuous(losses.errors, predictions.scales).loss
+    if "pool" in methods.get(ORACLE_POOL, {}):
+        out[ORACLE_POOL] = route_pool(losses, as_pool(methods[ORACLE_POOL]["pool"])).loss
     return out
 
 
@@ -252,8 +249,8 @@ def refine(
     history = refine_pool(fit_losses, init, max_size=max_size, tol=tol, update=update)
     final = history[-1].pool
     methods = reporter.fixed_methods(losses)
-    methods["oracle_continuous"] = reporter.entry(route_continuous(losses.errors, predictions.scales, losses.groups).loss)
-    methods["oracle_pool"] = reporter.entry(route_pool(losses, final).loss, pool=final.tolist())
+    methods[ORACLE_CONTINUOUS] = reporter.entry(route_continuous(losses.errors, predictions.scales, losses.groups).loss)
+    methods[ORACLE_POOL] = reporter.entry(route_pool(losses, final).loss, pool=final.tolist())
     report = reporter.report(
         methods,
         {"granularity": granularity, "fitted_on": fit_label if fit is not None else IN_SAMPLE},

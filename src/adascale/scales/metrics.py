@@ -53,7 +53,7 @@ class FrameBootstrap:
             sizes[:, column] = np.bincount(groups[index], minlength=self.n_frames)
         self._resampled_sizes = self.weights @ sizes  # (B, subsets)
 
-    def summarise(self, loss: np.ndarray) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
+    def summarize(self, loss: np.ndarray) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
         """{subset: (MAE, (lo, hi))} of ``loss`` (N,); (None, None) for an empty subset."""
         sums = np.zeros((self.n_frames, len(self._segments)))
         for column, (index, present, starts) in enumerate(self._segments.values()):
@@ -100,7 +100,7 @@ def method_entry(
     if bootstrap is None:
         entry: dict = {name: _scaled(subset_mae(loss, mask), factor) for name, mask in masks.items()}
     else:
-        summary = bootstrap.summarise(loss)
+        summary = bootstrap.summarize(loss)
         entry = {name: _scaled(summary[name][0], factor) for name in masks}
         entry["ci"] = {name: None if summary[name][1] is None else [v * factor for v in summary[name][1]] for name in masks}
     entry.update(extra)

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from adascale.data.regimes import SUBSETS
 from adascale.errors import AdaScaleError
 from adascale.files import write_json
 from adascale.predictions import PredictionSet
 from adascale.scales.analysis import analyze, check_same_anchors
 from adascale.scales.axis import as_pool
+from adascale.scales.methods import BEST_GLOBAL_S, ORACLE_CONTINUOUS, ROUTER, fixed_methods, router_name
 from adascale.scales.metrics import DEFAULT_RESAMPLES, FrameBootstrap, gain_recovered, method_entry
 from adascale.scales.oracles import ScaleLosses, anchor_errors
 from adascale.scales.refine import refine_pool
@@ -86,7 +88,7 @@ def route(
     bootstrap = FrameBootstrap(test.frame, masks, n_resamples=n_resamples, seed=seed)
     methods = report["methods"]
     for kind, fit in fits.items():
-        methods[f"router_{kind}"] = method_entry(
+        methods[router_name(kind)] = method_entry(
             fit.router.sample_loss(test),
             masks,
             bootstrap=bootstrap,
@@ -94,8 +96,8 @@ def route(
             valid_mae=fit.valid_mae * factor,
             **({"pool": pool.tolist()} if kind == "hard" else {}),
         )
-    methods["router"] = {**methods[f"router_{selected}"], "selected": selected}
-    add_gains(methods, ["router_hard", "router_soft", "router"])
+    methods[ROUTER] = {**methods[router_name(selected)], "selected": selected}
+    add_gains(methods, [*(router_name(kind) for kind in fits), ROUTER])
     report["routing"] = {
         "selected": selected,
         "selected_on": "validation MAE (all atoms)",
@@ -131,17 +133,17 @@ def add_gains(methods: dict, names: Sequence[str]) -> None:
     """Give each named method ``gain_recovered`` per subset against the best fixed anchor (as
     analyze does for every method) and ``gain_recovered_vs_best_global_s`` against the
     validation-fitted best single scale; both relative to ``oracle_continuous``."""
-    fixed = [name for name in methods if name.startswith("fixed_s")]
-    oracle = methods["oracle_continuous"]
+    fixed = fixed_methods(methods)
+    oracle = methods[ORACLE_CONTINUOUS]
     for name in names:
         entry = methods[name]
         entry["gain_recovered"], entry["gain_recovered_vs_best_global_s"] = {}, {}
-        for subset in ("all", "ions", "close_contact"):
+        for subset in SUBSETS:
             anchors = [methods[f][subset] for f in fixed if methods[f][subset] is not None]
             best_anchor = min(anchors) if anchors else None
             entry["gain_recovered"][subset] = gain_recovered(best_anchor, entry[subset], oracle[subset])
             entry["gain_recovered_vs_best_global_s"][subset] = gain_recovered(
-                methods["best_global_s"][subset], entry[subset], oracle[subset]
+                methods[BEST_GLOBAL_S][subset], entry[subset], oracle[subset]
             )
 
 

@@ -1,6 +1,6 @@
 """Resumable training checkpoints: one ``checkpoint.pt`` per run, written atomically, loaded safely.
 
-The file holds only tensors and plain Python values (model and optimiser state dicts,
+The file holds only tensors and plain Python values (model and optimizer state dicts,
 counters, the resolved config), so ``torch.load(weights_only=True)`` reads it without
 executing pickled code. A kill during a write leaves the previous checkpoint intact.
 """

@@ -147,7 +147,7 @@ class TrainingSettings(_Strict):
         "REF_energy", description="Per-frame value holding reference energies (eV); 'energy' is the fallback."
     )
     batch_size: int = Field(
-        1, ge=1, description="Frames per optimiser step, over all processes (a multiple of the process count)."
+        1, ge=1, description="Frames per optimizer step, over all processes (a multiple of the process count)."
     )
     learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
     final_learning_rate_factor: float = Field(

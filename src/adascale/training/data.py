@@ -38,7 +38,7 @@ class CompactPairs:
 
 @dataclass
 class LabelledBatch:
-    """One optimiser step's data: the atoms, reference forces (n, 3) eV/Å, energies (B,) eV (NaN if
+    """One optimizer step's data: the atoms, reference forces (n, 3) eV/Å, energies (B,) eV (NaN if
     absent) and per-atom force-loss weights (n,)."""
 
     atoms: AtomsBatch

@@ -24,12 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from adascale.data.frames import Frame
-from adascale.data.regimes import subset_masks
+from adascale.data.regimes import SUBSETS, subset_masks
 from adascale.training.data import FrameDataset
 from adascale.training.distributed import DistributedContext
 from adascale.units import KJ_MOL_NM_PER_EV_A
-
-SUBSETS = ("all", "ions", "close_contact")
 
 
 @dataclass
