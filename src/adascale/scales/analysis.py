@@ -202,13 +202,14 @@ def complementarity(losses: ScaleLosses, continuous: Routing, masks: dict[str, n
         if n == 0:
             block[subset] = None
             continue
-        wins = np.bincount(np.compress(mask, winner), minlength=len(names)) / n
-        errors = np.compress(mask, losses.errors, axis=1).reshape(len(names), -1)
-        s_star = np.compress(mask, continuous.s)
+        every = n == mask.size  # the whole set: no copies
+        wins = np.bincount(winner if every else np.compress(mask, winner), minlength=len(names)) / n
+        errors = (losses.errors if every else np.compress(mask, losses.errors, axis=1)).reshape(len(names), -1)
+        s_star = continuous.s if every else np.compress(mask, continuous.s)
         histogram = np.histogram(s_star, bins=S_STAR_BINS, range=(0.0, 1.0))[0] / n
         block[subset] = {
             "win_fraction": dict(zip(names, wins.tolist())),
-            "loss_correlation": _correlation(np.compress(mask, anchor_loss, axis=1)),
+            "loss_correlation": _correlation(anchor_loss if every else np.compress(mask, anchor_loss, axis=1)),
             "error_correlation": _correlation(errors),
             "s_star": {
                 "mean": float(s_star.mean()),

@@ -52,7 +52,9 @@ def interpolate(values: np.ndarray, scales: np.ndarray, s: float | np.ndarray) -
             return values[j].copy()
         if t == 1.0:
             return values[j + 1].copy()
-        return (1.0 - t) * values[j] + t * values[j + 1]
+        out = values[j] * (1.0 - t)  # in place from here: the same numbers as (1 - t) a + t b
+        out += values[j + 1] * t
+        return out
     samples = np.arange(values.shape[1])
     t = t.reshape(t.shape + (1,) * (values.ndim - 2))
     return (1.0 - t) * values[j, samples] + t * values[j + 1, samples]
