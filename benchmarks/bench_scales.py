@@ -1,6 +1,6 @@
 """Speed of the scale analysis: ``analyze`` + ``refine`` (to 9 scales) on 10^6 samples, 2 anchors.
 
-Target (issue 4): about 2 s together on the 2-core development machine. The synthetic
+Target (issue 14): at most 1.0 s together on the 2-core development machine. The synthetic
 set has the testbed's shape (748-atom frames, 4 ions each); 1000 frame-bootstrap
 resamples per MAE as in the CLI. Prints the median and best of ``--repeats`` runs and the
 load average, since the machine is shared.
