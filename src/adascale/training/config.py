@@ -171,7 +171,7 @@ class TrainingSettings(_Strict):
     )
     max_epochs: int = Field(100, ge=1, description="Upper bound on passes over the training frames.")
     max_steps: int | None = Field(
-        None, ge=1, description="Optimiser steps in total (the cosine decays over them); null: max_epochs epochs."
+        None, ge=1, description="Optimizer steps in total (the cosine decays over them); null: max_epochs epochs."
     )
     patience: int = Field(10, ge=1, description="Stop after this many validations without a better validation force MAE.")
     time_budget_minutes: float | None = Field(

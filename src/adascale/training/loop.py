@@ -16,7 +16,7 @@ loop owns everything else, once:
   partial epoch when a budget ends it), the best epoch kept, early stopping after
   ``patience`` validations without a better ``mae['all']``; the model ends holding the best
   epoch's weights;
-* optimiser steps over a seeded permutation of the items per epoch (seed, epoch), and torch's
+* optimizer steps over a seeded permutation of the items per epoch (seed, epoch), and torch's
   generator seeded per step from (seed, global step, rank), so a model that draws random
   numbers in training mode still resumes exactly;
 * with an output directory: ``checkpoint.pt`` every ``checkpoint_every_steps`` steps and after
@@ -58,7 +58,7 @@ class LoopSettings:
     """Optimisation, budgets and stopping of one training run (every task alike)."""
 
     seed: int = 0  # the item order of every epoch and the per-step torch generator
-    batch_size: int = 1  # items per optimiser step (over all processes)
+    batch_size: int = 1  # items per optimizer step (over all processes)
     learning_rate: float = 3e-3  # peak AdamW learning rate
     final_learning_rate_factor: float = 0.02  # the cosine ends at learning_rate x this
     warmup_steps: int = 20
@@ -66,7 +66,7 @@ class LoopSettings:
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0
     max_epochs: int = 100
-    max_steps: int | None = None  # total optimiser steps (None: max_epochs epochs)
+    max_steps: int | None = None  # total optimizer steps (None: max_epochs epochs)
     epoch_items: int | None = None  # items per epoch, a fresh seeded subset each epoch (None: all)
     drop_last: bool = True  # drop an epoch's last incomplete batch (False: train on it too)
     patience: int = 10  # validations without a better validation MAE before stopping
@@ -240,7 +240,7 @@ class TrainingLoop:
         return s.learning_rate * warmup * (s.final_learning_rate_factor + (1.0 - s.final_learning_rate_factor) * cosine)
 
     def step(self, items: np.ndarray) -> float:
-        """One optimiser step on the global batch ``items``; returns this process's first stat (its loss share)."""
+        """One optimizer step on the global batch ``items``; returns this process's first stat (its loss share)."""
         torch.manual_seed(step_seed(self.settings.seed, self.state.global_step, self.context.rank))
         objective, stats = self.task.loss(items)
         for group in self.optimizer.param_groups:
@@ -376,7 +376,7 @@ class TrainingLoop:
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The torch seed of one optimiser step: a hash of (seed, global step, process rank)."""
+    """The torch seed of one optimizer step: a hash of (seed, global step, process rank)."""
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
