@@ -51,7 +51,6 @@ def python_force(potential: Potential, numbers: np.ndarray, pbc: np.ndarray):
 def build_system(atoms, potential: Potential, *, rigid_water: bool = True):
     """(openmm.System, openmm.app.Topology, waters (W, 3)) for ``atoms`` with the model as its only force."""
     import openmm
-    from openmm import app, unit
 
     pbc = np.asarray(atoms.pbc, dtype=bool)
     if pbc.any() and not pbc.all():
@@ -72,22 +71,38 @@ def build_system(atoms, potential: Potential, *, rigid_water: bool = True):
         system.addConstraint(int(h1), int(h2), float(d3))
     system.addForce(python_force(potential, atoms.numbers.copy(), pbc))
 
+    topology = water_ion_topology(atoms, waters)
+    if pbc.all():
+        box = [openmm.Vec3(*row) * NM_PER_A for row in np.asarray(atoms.cell)]
+        system.setDefaultPeriodicBoxVectors(*box)
+    return system, topology, waters
+
+
+def water_ion_topology(atoms, waters: np.ndarray):
+    """OpenMM topology of ``atoms``: one HOH residue (with its two O–H bonds) per water of
+    ``waters`` (W, 3), one residue per other atom; the box of a 3D-periodic cell (nm)."""
+    from openmm import app, unit
+
     topology = app.Topology()
     chain = topology.addChain()
     in_water = np.full(len(atoms), -1)
     in_water[waters.ravel()] = np.repeat(np.arange(len(waters)), 3)
+    added, water_residues = [], {}
     for index, number in enumerate(atoms.numbers):
         element = app.Element.getByAtomicNumber(int(number))
-        if in_water[index] >= 0 and index == waters[in_water[index], 0]:
-            residue = topology.addResidue("HOH", chain)
-        elif in_water[index] < 0:
+        if in_water[index] < 0:
             residue = topology.addResidue(element.symbol.upper(), chain)
-        topology.addAtom(element.symbol, element, residue)
-    if pbc.all():
-        box = [openmm.Vec3(*row) * NM_PER_A for row in np.asarray(atoms.cell)]
-        system.setDefaultPeriodicBoxVectors(*box)
-        topology.setPeriodicBoxVectors(box * unit.nanometer)
-    return system, topology, waters
+        else:
+            if in_water[index] not in water_residues:
+                water_residues[in_water[index]] = topology.addResidue("HOH", chain)
+            residue = water_residues[in_water[index]]
+        added.append(topology.addAtom(element.symbol, element, residue))
+    for o, h1, h2 in waters:  # bonds, so force fields and viewers recognise the waters
+        topology.addBond(added[o], added[h1])
+        topology.addBond(added[o], added[h2])
+    if np.asarray(atoms.pbc).all():
+        topology.setPeriodicBoxVectors(np.asarray(atoms.cell) * NM_PER_A * unit.nanometer)
+    return topology
 
 
 def run_openmm(
