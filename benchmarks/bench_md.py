@@ -37,25 +37,36 @@ def ns_per_day(steps_per_s: float, timestep_fs: float) -> float:
     return steps_per_s * timestep_fs * 86400 * 1e-6
 
 
-def time_ase(atoms, calculator, steps: int, warmup: int = 2) -> float:
-    """Steps/s of NVE with rigid water through ASE (after ``warmup`` untimed steps)."""
+class StepClock:
+    """``on_step`` callback of the MD engines: steps/s between the first and the last call (setup excluded)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, float]] = []
+
+    def __call__(self, step: int, total_energy: float, temperature: float) -> None:
+        self.calls.append((step, time.perf_counter()))
+
+    def rate(self) -> float:
+        (first, start), (last, end) = self.calls[0], self.calls[-1]
+        return (last - first) / (end - start)
+
+
+def time_ase(atoms, calculator, steps: int) -> float:
+    """Steps/s of NVE with rigid water through ASE."""
     from adascale.deploy.md import run_md
 
-    atoms = atoms.copy()
-    run_md(atoms, calculator, steps=warmup, timestep_fs=1.0, seed=0)
-    start = time.perf_counter()
-    run_md(atoms, calculator, steps=steps, timestep_fs=1.0, seed=0)
-    return steps / (time.perf_counter() - start)
+    clock = StepClock()
+    run_md(atoms.copy(), calculator, steps=steps, timestep_fs=1.0, seed=0, on_step=clock)
+    return clock.rate()
 
 
-def time_openmm_model(atoms, potential, steps: int, warmup: int = 2) -> float:
+def time_openmm_model(atoms, potential, steps: int) -> float:
     """Steps/s of NVE with SETTLE inside OpenMM, the model as a PythonForce."""
     from adascale.deploy.openmm_engine import run_openmm
 
-    run_openmm(atoms.copy(), potential, steps=warmup, timestep_fs=1.0, threads=THREADS)
-    start = time.perf_counter()
-    run_openmm(atoms.copy(), potential, steps=steps, timestep_fs=1.0, threads=THREADS)
-    return steps / (time.perf_counter() - start)
+    clock = StepClock()
+    run_openmm(atoms.copy(), potential, steps=steps, timestep_fs=1.0, threads=THREADS, on_step=clock)
+    return clock.rate()
 
 
 def reference_simulation(atoms, integrator):
@@ -65,13 +76,14 @@ def reference_simulation(atoms, integrator):
 
     from adascale.data.testbed import build_system
     from adascale.deploy.openmm_engine import water_ion_topology
-    from adascale.deploy.rigid_water import find_waters
+    from adascale.deploy.rigid_water import find_waters, whole_waters
 
-    topology = water_ion_topology(atoms, find_waters(atoms))
+    waters = find_waters(atoms)
+    topology = water_ion_topology(atoms, waters)
     system = build_system(topology, np.asarray(atoms.cell) * 0.1)
     platform = openmm.Platform.getPlatformByName("CPU")
     simulation = app.Simulation(topology, system, integrator, platform, {"Threads": str(THREADS)})
-    simulation.context.setPositions(atoms.positions * 0.1)
+    simulation.context.setPositions(whole_waters(atoms, waters) * 0.1)  # frames are wrapped; constraints are not periodic
     simulation.context.setVelocitiesToTemperature(300.0, 1)
     return simulation
 

@@ -10,6 +10,7 @@ from openmm import unit
 from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.deploy.openmm_engine import build_system, run_openmm
 from adascale.deploy.potential import Potential
+from adascale.deploy.rigid_water import whole_waters
 from adascale.errors import AdaScaleError
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
 from models.branch_checks import water_ion_frame
@@ -18,22 +19,23 @@ from models.branch_checks import water_ion_frame
 @pytest.mark.parametrize("periodic", [True, False])
 def test_python_force_equals_the_calculator(mixture, periodic):
     atoms = water_ion_frame(10, 2, 8.5, seed=1, spacing_jitter=0.1, periodic=periodic).to_atoms()
+    if periodic:
+        atoms.wrap()
     system, _, waters = build_system(atoms, Potential(mixture, dtype="float64"))
     assert len(waters) == 10 and system.getNumConstraints() == 30
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    context.setPositions(atoms.positions * 0.1)
+    context.setPositions(whole_waters(atoms, waters) * 0.1)
     state = context.getState(getEnergy=True, getForces=True)
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_MOL_PER_EV
     forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) / KJ_MOL_NM_PER_EV_A
     atoms.calc = AdaScaleCalculator(mixture, dtype="float64")
     assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-12, abs=1e-9)
-    np.testing.assert_allclose(
-        forces, atoms.get_forces(), rtol=1e-6, atol=1e-9
-    )  # OpenMM stores forces in float32? no: Reference is double
+    np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-6, atol=1e-9)
 
 
 def _nve(mixture, timestep_fs: float, duration_fs: float = 20.0):
     atoms = water_ion_frame(10, 2, 8.5, seed=1, spacing_jitter=0.1).to_atoms()
+    atoms.wrap()  # as frames are stored: some waters split across the faces
     start = atoms.positions.copy()
     summary = run_openmm(
         atoms,

@@ -21,7 +21,7 @@ import numpy as np
 
 from adascale.deploy.md import MDSummary, start_velocities
 from adascale.deploy.potential import Potential
-from adascale.deploy.rigid_water import find_waters
+from adascale.deploy.rigid_water import find_waters, whole_waters
 from adascale.errors import AdaScaleError
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV, NM_PER_A
 
@@ -49,7 +49,10 @@ def python_force(potential: Potential, numbers: np.ndarray, pbc: np.ndarray):
 
 
 def build_system(atoms, potential: Potential, *, rigid_water: bool = True):
-    """(openmm.System, openmm.app.Topology, waters (W, 3)) for ``atoms`` with the model as its only force."""
+    """(openmm.System, openmm.app.Topology, waters (W, 3)) for ``atoms`` with the model as its only force.
+
+    Its particles sit at :func:`~adascale.deploy.rigid_water.whole_waters` of ``atoms`` (give
+    those to the context: its constraints are not periodic)."""
     import openmm
 
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -59,12 +62,8 @@ def build_system(atoms, potential: Potential, *, rigid_water: bool = True):
     for mass in atoms.get_masses():
         system.addParticle(float(mass))
     waters = find_waters(atoms) if rigid_water else np.zeros((0, 3), dtype=int)
-    vectors = atoms.positions[waters[:, [0, 0, 1]]] - atoms.positions[waters[:, [1, 2, 2]]]  # (W, 3 pairs, 3)
-    if pbc.all():
-        from ase.geometry import find_mic
-
-        vectors = find_mic(vectors.reshape(-1, 3), atoms.cell, atoms.pbc)[0].reshape(-1, 3, 3)
-    lengths = np.linalg.norm(vectors, axis=2) * NM_PER_A
+    positions = whole_waters(atoms, waters)
+    lengths = np.linalg.norm(positions[waters[:, [0, 0, 1]]] - positions[waters[:, [1, 2, 2]]], axis=2) * NM_PER_A
     for (o, h1, h2), (d1, d2, d3) in zip(waters, lengths):
         system.addConstraint(int(o), int(h1), float(d1))
         system.addConstraint(int(o), int(h2), float(d2))
@@ -157,7 +156,7 @@ def run_openmm(
     platform = openmm.Platform.getPlatformByName("CPU")
     properties = {"Threads": str(threads)} if threads else {}
     simulation = app.Simulation(topology, system, integrator, platform, properties)
-    simulation.context.setPositions(atoms.positions * NM_PER_A)
+    simulation.context.setPositions(whole_waters(atoms, waters) * NM_PER_A)  # SETTLE is not periodic
     simulation.context.setVelocities(velocities * 100.0)  # Å/fs -> nm/ps
     simulation.context.applyConstraints(1e-8)
     simulation.context.applyVelocityConstraints(1e-8)
