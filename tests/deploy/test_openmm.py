@@ -96,9 +96,9 @@ def test_md_command_runs_openmm_npt_from_a_run_directory(tmp_path, mixture):
     from typer.testing import CliRunner
 
     from adascale.cli import app
-    from adascale.models.mixture import save_mixture
+    from adascale.models.io import save_model
 
-    save_mixture(tmp_path / "run" / "deployed", mixture)
+    save_model(tmp_path / "run" / "deployed", mixture)
     atoms = water_ion_frame(10, 2, 8.5, seed=1, spacing_jitter=0.1).to_atoms()
     atoms.write(tmp_path / "start.extxyz")
     args = ["md", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "start.extxyz"), "--engine", "openmm"]

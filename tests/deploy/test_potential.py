@@ -9,8 +9,7 @@ from adascale.deploy.calculator import AdaScaleCalculator, load_model
 from adascale.deploy.md import run_md
 from adascale.deploy.potential import Potential
 from adascale.errors import AdaScaleError
-from adascale.models.io import save_branch
-from adascale.models.mixture import save_mixture
+from adascale.models.io import save_model
 from models.branch_checks import water_ion_frame
 
 
@@ -46,14 +45,14 @@ def test_float32_is_close_to_float64_and_leaves_the_model_alone(mixture, periodi
 
 def test_run_directories_load_their_deployed_model_and_are_refused_as_model_directories(tmp_path, mixture, periodic_frame):
     run = tmp_path / "run"
-    save_mixture(run / "deployed", mixture)
+    save_model(run / "deployed", mixture)
     (run / "report.json").write_text("{}")
     atoms = periodic_frame.to_atoms()
     from_run = AdaScaleCalculator.from_run(run, dtype="float64").get_forces(atoms)
     np.testing.assert_allclose(from_run, AdaScaleCalculator(mixture, dtype="float64").get_forces(atoms), atol=1e-12)
     with pytest.raises(AdaScaleError, match="is a run directory.*from_run"):
         AdaScaleCalculator(run)
-    save_branch(tmp_path / "bare_run" / "branches" / "local", mixture.branches[0])
+    save_model(tmp_path / "bare_run" / "branches" / "local", mixture.branches[0])
     (tmp_path / "bare_run" / "report.json").write_text("{}")
     with pytest.raises(AdaScaleError, match="no deployed model"):
         AdaScaleCalculator.from_run(tmp_path / "bare_run")
