@@ -14,7 +14,9 @@ testbed) it times NVE steps with rigid water at 1 fs and prints steps/s and ns/d
 Then, at the first size: the NVE energy drift of the deployed model in float32 and float64
 (``--drift-steps`` each) and, with ``--npt-steps``, an NPT density (OpenMM, 300 K, 1 bar)
 with its block standard error beside the reference force field's own NPT density.
-Torch uses 2 threads and OpenMM's CPU platform 2 threads. Writes everything to ``--json``:
+Torch and OpenMM's CPU platform use ``--threads`` threads (default 2; on a shared machine 1 is
+much faster: with other jobs running, one call of the long-range branch took ~270 ms on 1 thread
+and ~1,300 ms on 2). Writes everything to ``--json``:
 
     PYTHONPATH=src python benchmarks/bench_md.py --model RUN/deployed \
         --long-range RUN/branches/long_range --data RUN/data/test.extxyz --json md.json
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-THREADS = 2
+THREADS = 2  # the team convention for inference timings; --threads overrides it
 
 
 def ns_per_day(steps_per_s: float, timestep_fs: float) -> float:
@@ -170,6 +172,7 @@ def load(model_dir: str):
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the deployed model directory (RUN/deployed or any model dir)")
     parser.add_argument("--long-range", required=True, help="the long-range branch directory (the speed reference)")
@@ -180,8 +183,12 @@ def main() -> None:
     parser.add_argument("--drift-steps", type=int, default=0, help="NVE steps per dtype for the drift (0: skip)")
     parser.add_argument("--npt-steps", type=int, default=0, help="OpenMM NPT steps of 2 fs for the density (0: skip)")
     parser.add_argument("--reference-npt-ps", type=float, default=20.0, help="NPT picoseconds of the reference force field")
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="torch and OpenMM CPU threads (1 is fastest on a busy machine)"
+    )
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
+    THREADS = args.threads
 
     import torch
     from ase.io import read
