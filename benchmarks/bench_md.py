@@ -194,11 +194,13 @@ def main() -> None:
     from ase.io import read
 
     from adascale.deploy.calculator import AdaScaleCalculator
+    from adascale.deploy.rigid_water import find_waters, whole_waters
     from adascale.runtime import keep_freed_memory
 
     torch.set_num_threads(THREADS)
     keep_freed_memory()
     frame = read(args.data, 0)
+    frame.positions = whole_waters(frame, find_waters(frame))  # whole waters tile into whole, consecutive waters
     sizes = {len(frame): frame, 8 * len(frame): frame.repeat((2, 2, 2))}
     rows = []
     for n, atoms in sizes.items():

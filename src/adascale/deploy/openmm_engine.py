@@ -86,15 +86,16 @@ def water_ion_topology(atoms, waters: np.ndarray):
     chain = topology.addChain()
     in_water = np.full(len(atoms), -1)
     in_water[waters.ravel()] = np.repeat(np.arange(len(waters)), 3)
-    added, water_residues = [], {}
+    contiguous = np.ptp(waters, axis=1) == 2 if len(waters) else np.zeros(0, dtype=bool)  # OpenMM residues must be
+    added = []
     for index, number in enumerate(atoms.numbers):
         element = app.Element.getByAtomicNumber(int(number))
-        if in_water[index] < 0:
+        water = in_water[index]
+        if water >= 0 and contiguous[water]:
+            if index == waters[water].min():
+                residue = topology.addResidue("HOH", chain)
+        else:  # an ion, another atom, or a water whose atoms are not consecutive: one residue per atom
             residue = topology.addResidue(element.symbol.upper(), chain)
-        else:
-            if in_water[index] not in water_residues:
-                water_residues[in_water[index]] = topology.addResidue("HOH", chain)
-            residue = water_residues[in_water[index]]
         added.append(topology.addAtom(element.symbol, element, residue))
     for o, h1, h2 in waters:  # bonds, so force fields and viewers recognise the waters
         topology.addBond(added[o], added[h1])
