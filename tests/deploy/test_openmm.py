@@ -108,3 +108,14 @@ def test_md_command_runs_openmm_npt_from_a_run_directory(tmp_path, mixture):
     assert "NPT, openmm" in result.output and "10 rigid waters" in result.output and "g/cm3" in result.output
     result = CliRunner().invoke(app, args[:2] + [str(tmp_path)] + args[3:])
     assert isinstance(result.exception, AdaScaleError) and "no deployed model" in str(result.exception)
+
+
+def test_reading_energies_costs_no_extra_model_evaluation(mixture):
+    """OpenMM's getState(getEnergy=True) evaluates the force at the positions the next step
+    evaluates again: the PythonForce answers the second from its cache."""
+    potential = Potential(mixture)
+    calls = []
+    compute = potential.compute
+    potential.compute = lambda *args, **kwargs: calls.append(1) or compute(*args, **kwargs)
+    run_openmm(water_ion_frame(10, 2, 8.5, seed=1).to_atoms(), potential, steps=6, timestep_fs=0.5, interval=1)
+    assert len(calls) <= 6 + 2  # one per step, plus the start (energies read at 7 points)

@@ -36,12 +36,16 @@ def python_force(potential: Potential, numbers: np.ndarray, pbc: np.ndarray):
 
     periodic = bool(pbc.all())
     zero_cell = np.zeros((3, 3))
+    last: dict = {}
 
     def compute(state):
         positions = state.getPositions(asNumpy=True).value_in_unit(nanometer) / NM_PER_A  # nm -> Å
         cell = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(nanometer) / NM_PER_A if periodic else zero_cell
-        result = potential.compute(numbers, positions, cell, pbc)
-        return result.energy * KJ_MOL_PER_EV, result.forces * KJ_MOL_NM_PER_EV_A
+        # Reading the energy (getState) and the next step evaluate the same positions: compute once.
+        if not (last and np.array_equal(last["positions"], positions) and np.array_equal(last["cell"], cell)):
+            result = potential.compute(numbers, positions, cell, pbc)
+            last.update(positions=positions, cell=cell, out=(result.energy * KJ_MOL_PER_EV, result.forces * KJ_MOL_NM_PER_EV_A))
+        return last["out"]
 
     force = openmm.PythonForce(compute)
     force.setUsesPeriodicBoundaryConditions(periodic)
