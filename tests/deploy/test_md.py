@@ -236,3 +236,21 @@ def test_nve_conserves_energy_in_a_periodic_box_with_waters_across_the_faces():
         [start.get_distance(a, b, mic=True) for a, b in pairs],
         atol=1e-8,
     )
+
+
+def test_rigid_water_survives_slicing():
+    atoms = water_ion_frame(4, 1, 8.5, seed=1).to_atoms()
+    atoms.set_constraint(adascale.RigidWater(atoms))
+    part = atoms[[0, 1, 2, 6, 7, 8, 12]]  # waters 0 and 2 and the Na; slicing re-indexes the constraint
+    (constraint,) = part.constraints
+    np.testing.assert_array_equal(constraint.waters, [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_allclose(constraint.bondlengths, adascale.RigidWater(part).bondlengths, atol=1e-12)
+
+
+def test_import_adascale_stays_light():
+    import subprocess
+    import sys
+
+    code = "import adascale, sys; adascale.RigidWater; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # RigidWater needs numpy and ASE only

@@ -227,23 +227,36 @@ def mixture(
 
 
 def md(
-    model: Path = typer.Option(
-        ..., "--model", help="A branch directory (adascale train) or a mixture directory (adascale mixture)."
+    model: Path | None = typer.Option(
+        None, "--model", help="A model directory (adascale train, adascale mixture, or a run's deployed/)."
+    ),
+    run: Path | None = typer.Option(
+        None, "--run", help="A finished run directory: MD with the model it deployed (RUN/deployed)."
     ),
     data: Path = typer.Option(..., "--data", help="Frames file (any file ASE reads); labels are not needed."),
     frame: int = typer.Option(0, "--frame", help="Index of the starting frame in --data (negative counts from the end)."),
+    engine: str = typer.Option(
+        "ase", "--engine", help="ase (ASE's integrators) or openmm (OpenMM with the model as a PythonForce)."
+    ),
     steps: int = typer.Option(1000, "--steps", min=0, help="Number of MD steps."),
     timestep_fs: float = typer.Option(
         1.0, "--timestep-fs", min=0.0, help="Timestep in femtoseconds (rigid water allows 1-2 fs)."
     ),
-    ensemble: str = typer.Option("nve", "--ensemble", help="nve (velocity Verlet) or nvt (Langevin thermostat)."),
-    temperature: float = typer.Option(
-        300.0, "--temperature", min=0.0, help="Initial Maxwell-Boltzmann temperature, and the NVT target, in K."
+    ensemble: str = typer.Option(
+        "nve",
+        "--ensemble",
+        help="nve (velocity Verlet), nvt (Langevin) or, with --engine openmm, npt (Langevin + Monte Carlo barostat).",
     ),
-    friction: float = typer.Option(0.01, "--friction", min=0.0, help="Langevin friction in 1/fs (NVT only)."),
-    traj: Path | None = typer.Option(None, "--traj", help="ASE trajectory file (.traj) to write, every --interval steps."),
+    temperature: float = typer.Option(
+        300.0, "--temperature", min=0.0, help="Initial Maxwell-Boltzmann temperature, and the NVT/NPT target, in K."
+    ),
+    friction: float = typer.Option(0.01, "--friction", min=0.0, help="Langevin friction in 1/fs (NVT/NPT only)."),
+    pressure: float = typer.Option(1.0, "--pressure-bar", help="NPT pressure in bar."),
+    traj: Path | None = typer.Option(
+        None, "--traj", help="Trajectory to write every --interval steps: ASE .traj (ase engine) or DCD (openmm engine)."
+    ),
     log: Path | None = typer.Option(
-        None, "--log", help="Energy log (time ps, Etot, Epot, Ekin eV, T K), every --interval steps."
+        None, "--log", help="Energy log every --interval steps (ase: ASE MDLogger; openmm: OpenMM state-data CSV)."
     ),
     interval: int = typer.Option(10, "--interval", min=1, help="Write trajectory and log every this many steps."),
     flexible_water: bool = typer.Option(
@@ -252,42 +265,48 @@ def md(
     mode: str = typer.Option(
         "conservative", "--mode", help="Mixtures: conservative (forces = -dE/dR) or force_mixing (per-atom, drifts in NVE)."
     ),
-    dtype: str = typer.Option("float64", "--dtype", help="float64 (default, best energy conservation) or float32 (faster)."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 (default, fast) or float64."),
+    skin: float = typer.Option(1.0, "--skin", min=0.0, help="Verlet-list skin in Å (0: a fresh neighbour list every step)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial velocities and the Langevin noise."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
-    """Run molecular dynamics with a branch or a mixture, through ASE.
+    """Run molecular dynamics with a trained model, through ASE or inside OpenMM.
 
     Starts from frame --frame of --data with Maxwell-Boltzmann velocities at --temperature,
-    and integrates NVE (velocity Verlet) or NVT (Langevin) for --steps steps of
-    --timestep-fs, writing an ASE trajectory (--traj) and an energy log (--log). At the end
-    it prints the total-energy drift per atom per picosecond (least-squares slope): near
-    zero for the conservative mixture, clearly nonzero for --mode force_mixing.
+    and integrates --steps steps of --timestep-fs, writing a trajectory (--traj) and an
+    energy log (--log). At the end it prints the total-energy drift per atom per picosecond
+    (least-squares slope): near zero for a conservative model in NVE, clearly nonzero for
+    --mode force_mixing; NPT also prints the mean density with its standard error.
 
     Rigid water: the built-in NaCl(aq) testbed uses rigid SPC/E water, so its labels are
     intermolecular forces and its frames never show a stretched O-H bond; a model trained
-    on them knows nothing of such motions. MD therefore keeps each water rigid (its O-H,
-    O-H and H-H distances fixed with ASE's FixBondLengths, waters found by connectivity).
-    --flexible-water turns this off, for models trained on flexible water only.
+    on them knows nothing of such motions. MD therefore keeps each water rigid (waters found
+    by connectivity; adascale.RigidWater in ASE, SETTLE in OpenMM). --flexible-water turns
+    this off, for models trained on flexible water only.
 
-    Example: adascale md --model runs/mixture --data test.extxyz --steps 2000 --timestep-fs 1
-    --ensemble nve --temperature 300 --traj md.traj --log md.log
+    Example: adascale md --run runs/quick --data test.extxyz --engine openmm --ensemble npt
+    --steps 20000 --timestep-fs 2 --traj md.dcd --log md.csv
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from adascale.data.frames import read_frames
-    from adascale.deploy.calculator import AdaScaleCalculator
+    from adascale.deploy.calculator import AdaScaleCalculator, deployed_model_dir
     from adascale.deploy.md import run_md
+    from adascale.deploy.openmm_engine import run_openmm
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
 
+    if (model is None) == (run is None):
+        raise AdaScaleError("give exactly one of --model DIR or --run DIR")
+    if engine not in ("ase", "openmm"):
+        raise AdaScaleError(f"--engine must be ase or openmm, got {engine!r}")
     set_threads(threads)
     keep_freed_memory()  # one system size every step: no page faults re-mapping the same tensors
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
     atoms = frames[frame].to_atoms()
-    calculator = AdaScaleCalculator(model, dtype=dtype, mode=mode)
+    calculator = AdaScaleCalculator(model if run is None else deployed_model_dir(run), dtype=dtype, mode=mode, skin=skin)
     console = report_console()
     columns = (
         TextColumn("MD"),
@@ -296,32 +315,36 @@ def md(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    settings = dict(
+        steps=steps,
+        timestep_fs=timestep_fs,
+        ensemble=ensemble,
+        temperature_K=temperature,
+        friction_per_fs=friction,
+        rigid_water=not flexible_water,
+        trajectory=traj,
+        log=log,
+        interval=interval,
+        seed=seed,
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("md", total=steps, status="")
 
         def on_step(step: int, total_energy: float, temperature_now: float) -> None:
             progress.update(task, completed=step, status=f"E_tot {total_energy:.4f} eV  T {temperature_now:.1f} K")
 
-        summary = run_md(
-            atoms,
-            calculator,
-            steps=steps,
-            timestep_fs=timestep_fs,
-            ensemble=ensemble,
-            temperature_K=temperature,
-            friction_per_fs=friction,
-            rigid_water=not flexible_water,
-            trajectory=traj,
-            log=log,
-            interval=interval,
-            seed=seed,
-            on_step=on_step,
-        )
+        if engine == "ase":
+            summary = run_md(atoms, calculator, **settings, on_step=on_step)
+        else:
+            summary = run_openmm(atoms, calculator.potential, **settings, pressure_bar=pressure, threads=threads, on_step=on_step)
     console.print(
-        f"{summary.steps} steps of {timestep_fs:g} fs ({ensemble.upper()}), {summary.n_atoms} atoms, "
+        f"{summary.steps} steps of {timestep_fs:g} fs ({ensemble.upper()}, {engine}), {summary.n_atoms} atoms, "
         f"{summary.n_waters_rigid} rigid waters; mean T {summary.temperature.mean():.1f} K; "
         f"E_tot drift {summary.drift_ev_per_atom_ps:.3e} eV/atom/ps, max |E_tot - E_tot(0)| {summary.max_deviation_ev_per_atom:.3e} eV/atom"
     )
+    if ensemble == "npt" and len(summary.density) > 1:
+        mean, error = summary.mean_density()
+        console.print(f"density {mean:.4f} +- {error:.4f} g/cm3 (second half, block standard error)")
 
 
 @contextmanager

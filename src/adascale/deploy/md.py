@@ -13,7 +13,7 @@ fluctuates by O(dt²)); per-atom force mixing, which is not the gradient of an e
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class MDSummary:
     time_ps: np.ndarray  # (T,)
     total_energy: np.ndarray  # (T,) eV
     temperature: np.ndarray  # (T,) K
+    density: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (T,) g/cm³ where an engine reports it
 
     @property
     def drift_ev_per_atom_ps(self) -> float:
@@ -42,10 +43,38 @@ class MDSummary:
             return 0.0
         return float(np.polyfit(self.time_ps, self.total_energy, 1)[0] / self.n_atoms)
 
+    def mean_density(self, blocks: int = 5) -> tuple[float, float]:
+        """(mean, standard error) of the density over the second half of the run, g/cm³.
+
+        The first half is dropped as equilibration; the error is the standard error of
+        ``blocks`` block means (correlated samples make the naive error far too small).
+        """
+        half = self.density[len(self.density) // 2 :]
+        if len(half) < blocks:
+            return float(half.mean()), float("nan")
+        means = np.array([block.mean() for block in np.array_split(half, blocks)])
+        return float(half.mean()), float(means.std(ddof=1) / np.sqrt(blocks))
+
     @property
     def max_deviation_ev_per_atom(self) -> float:
         """max_t |E_tot(t) − E_tot(0)| per atom."""
         return float(np.abs(self.total_energy - self.total_energy[0]).max() / self.n_atoms)
+
+
+def start_velocities(atoms, temperature_K: float, rng: np.random.Generator, *, rigid_water: bool = True) -> np.ndarray:
+    """Set the rigid-water constraint and the starting momenta on ``atoms``; return the velocities (n, 3) Å/fs.
+
+    Momenta are drawn from Maxwell–Boltzmann at ``temperature_K`` (from ``rng``), constrained and with the centre of mass at rest, unless ``atoms`` already
+    has momenta. Every engine starts from these, so ASE and OpenMM runs begin alike.
+    """
+    from ase import units
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    atoms.set_constraint(rigid_water_constraint(atoms) if rigid_water else None)
+    if not atoms.get_momenta().any():
+        thermalize_momenta(atoms, temperature_K, rng=rng)
+        Stationary(atoms)
+    return atoms.get_velocities() * units.fs
 
 
 def run_md(
@@ -75,20 +104,16 @@ def run_md(
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     if ensemble not in ENSEMBLES:
         raise AdaScaleError(f"ensemble must be one of {', '.join(ENSEMBLES)}, got {ensemble!r}")
     if steps < 0 or timestep_fs <= 0 or interval < 1:
         raise AdaScaleError(f"need steps >= 0, timestep > 0 fs and interval >= 1, got {steps}, {timestep_fs}, {interval}")
-    constraint = rigid_water_constraint(atoms) if rigid_water else None
-    atoms.set_constraint(constraint)
-    atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    if not atoms.get_momenta().any():
-        thermalize_momenta(atoms, temperature_K, rng=rng)
-        Stationary(atoms)
+    start_velocities(atoms, temperature_K, rng, rigid_water=rigid_water)
+    constraint = atoms.constraints[0] if atoms.constraints else None
+    atoms.calc = calculator
     dt = timestep_fs * units.fs
     if ensemble == "nve":
         dynamics = VelocityVerlet(atoms, timestep=dt)

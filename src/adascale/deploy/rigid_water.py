@@ -47,6 +47,20 @@ def find_waters(atoms, bond_cutoff: float = BOND_CUTOFF) -> np.ndarray:
     return np.column_stack([oxygens, hydrogen.reshape(-1, 2)]).astype(int).reshape(-1, 3)
 
 
+def whole_waters(atoms, waters: np.ndarray) -> np.ndarray:
+    """Positions (n, 3) Å with each water's H moved to the minimum image next to its O.
+
+    Frames store positions wrapped into the cell, so a water may be split across a face;
+    engines whose constraints are not periodic (OpenMM's SETTLE) need whole molecules.
+    """
+    positions = atoms.get_positions()
+    if len(waters) and np.asarray(atoms.pbc).any():
+        oxygen = positions[waters[:, [0, 0]]]  # (W, 2, 3)
+        bonds = find_mic((positions[waters[:, 1:]] - oxygen).reshape(-1, 3), atoms.cell, atoms.pbc)[0]
+        positions[waters[:, 1:]] = oxygen + bonds.reshape(-1, 2, 3)
+    return positions
+
+
 class RigidWater(FixBondLengths):
     """Every water of ``atoms`` held rigid (ASE constraint): ``atoms.set_constraint(RigidWater(atoms))``.
 
