@@ -127,11 +127,17 @@ class TrainResult:
     elapsed_s: float
     stopped: str  # "max_epochs", "max_steps", "early_stopping" or "time_budget"
     budget_hit: bool  # the wall-clock upper bound cut the run
+    resumed_at_step: int  # the checkpoint's step this process started from (0: a fresh run)
+    session_steps: int  # optimiser steps this process ran
     history: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
-        """The result without its history (what metrics.json and reports record)."""
+        """The result without its history (what metrics.json records)."""
         return {key: value for key, value in asdict(self).items() if key != "history"}
+
+    def outcome(self) -> dict:
+        """What the same settings and seed reproduce on any machine (reports record it): no times, no session."""
+        return {key: getattr(self, key) for key in ("best_valid_mae", "best_epoch", "epochs", "steps", "stopped", "budget_hit")}
 
 
 StepCallback = Callable[[int, int, str], None]  # (steps done, step budget, status)
@@ -181,6 +187,7 @@ class TrainingLoop:
         self.state = RunState(epoch_sums=[0.0] * len(task.stat_names))
         self.best_state: dict | None = None
         self.history: list[dict] = []
+        self.resumed_at_step = 0
         self.last_validation_s = 0.0
 
     @property
@@ -205,6 +212,7 @@ class TrainingLoop:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.best_state = checkpoint.get("best_model")
         self.state = RunState(**checkpoint["progress"])
+        self.resumed_at_step = self.state.global_step
         if not self.context.is_main:  # rank 0 carries the epoch's running sums
             self.state.epoch_sums = [0.0] * len(self.state.epoch_sums)
         log = self.out_dir / LOG_FILE
@@ -329,6 +337,8 @@ class TrainingLoop:
             elapsed_s=state.elapsed_s,
             stopped=stopped,
             budget_hit=stopped == "time_budget",
+            resumed_at_step=self.resumed_at_step,
+            session_steps=state.global_step - self.resumed_at_step,
             history=list(self.history),
         )
 
