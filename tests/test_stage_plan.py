@@ -31,6 +31,7 @@ RERUNS: dict[str, list[str]] = {
     "refine_tol": ["refine", "route", "report"],
     "mixture_finetune_minutes": ["mixture", "report"],
     "mixture_finetune_epochs": ["mixture", "report"],
+    "mixture_finetune_frames": ["mixture", "report"],
     "units": ["refine", "route", "mixture", "report"],
     "bootstrap": ["refine", "route", "mixture", "report"],
     "threads": [],

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from training.loop_cases import SETTINGS, mixture_case, painn_case, state_equal
 
 from adascale.errors import AdaScaleError
 from adascale.models.io import save_model
@@ -14,6 +13,7 @@ from adascale.models.painn import PaiNN
 from adascale.training.loop import TrainingLoop, set_trainable, step_seed
 from adascale.training.tasks import FrameTask
 from models.branch_checks import SPECIES
+from training.loop_cases import SETTINGS, mixture_case, painn_case, state_equal
 
 SHORT = replace(SETTINGS, max_epochs=1)
 
@@ -90,4 +90,6 @@ def test_step_budget_and_wall_clock_bound_are_reported():
 
 
 def test_step_seeds_depend_on_seed_step_and_rank_only():
-    assert step_seed(0, 5) == step_seed(0, 5) and len({step_seed(0, 5), step_seed(1, 5), step_seed(0, 6), step_seed(0, 5, 1)}) == 4
+    assert (
+        step_seed(0, 5) == step_seed(0, 5) and len({step_seed(0, 5), step_seed(1, 5), step_seed(0, 6), step_seed(0, 5, 1)}) == 4
+    )

@@ -56,7 +56,7 @@ class MixtureSettings:
     valid_frames: int = 20  # early stopping of both stages
     finetune_frames: int = 20  # training frames per fine-tuning epoch (a different subset each epoch)
     finetune_epochs: int = 5
-    finetune_minutes: float = 10.0  # wall-clock budget of stage 2
+    finetune_minutes: float = 10.0  # wall-clock upper bound of stage 2 (a fine-tune cut by it is flagged)
     lr: float = 3e-4
     hidden: tuple[int, ...] = (64, 64)
     smoothing: float = 0.05  # corner rounding of the router's weight map (continuous forces need > 0)
@@ -280,7 +280,7 @@ def fit_mixture(
             }
             for row in tuned.history
         ],
-        "finetune": tuned.summary(),
+        "finetune": tuned.outcome(),
         "fitted_on": {
             "router": "training frames",
             "early stopping and best_global_s": "validation frames",

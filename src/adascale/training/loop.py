@@ -51,6 +51,8 @@ from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_
 from adascale.training.distributed import DistributedContext
 
 LOG_FILE = "log.jsonl"
+#: The parts of a TrainResult that the same settings and seed reproduce on any machine (no times).
+OUTCOME_KEYS = ("best_valid_mae", "best_epoch", "epochs", "steps", "stopped", "budget_hit")
 
 
 @dataclass
@@ -137,7 +139,7 @@ class TrainResult:
 
     def outcome(self) -> dict:
         """What the same settings and seed reproduce on any machine (reports record it): no times, no session."""
-        return {key: getattr(self, key) for key in ("best_valid_mae", "best_epoch", "epochs", "steps", "stopped", "budget_hit")}
+        return {key: getattr(self, key) for key in OUTCOME_KEYS}
 
 
 StepCallback = Callable[[int, int, str], None]  # (steps done, step budget, status)
