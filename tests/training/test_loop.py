@@ -93,3 +93,13 @@ def test_step_seeds_depend_on_seed_step_and_rank_only():
     assert (
         step_seed(0, 5) == step_seed(0, 5) and len({step_seed(0, 5), step_seed(1, 5), step_seed(0, 6), step_seed(0, 5, 1)}) == 4
     )
+
+
+def test_cosine_time_decays_over_the_wall_clock_budget_and_cosine_over_steps_only():
+    task, _ = painn_case()
+    by_steps = TrainingLoop(task, replace(SETTINGS, warmup_steps=0, time_budget_minutes=1.0))
+    by_time = TrainingLoop(task, replace(SETTINGS, warmup_steps=0, time_budget_minutes=1.0, schedule="cosine_time"))
+    assert by_steps.learning_rate(elapsed_s=60.0) == by_steps.learning_rate(elapsed_s=0.0) == SETTINGS.learning_rate
+    assert by_time.learning_rate(elapsed_s=60.0) == pytest.approx(SETTINGS.learning_rate * SETTINGS.final_learning_rate_factor)
+    with pytest.raises(AdaScaleError, match="set time_budget_minutes"):
+        TrainingLoop(task, replace(SETTINGS, schedule="cosine_time"))

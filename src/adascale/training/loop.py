@@ -64,7 +64,7 @@ class LoopSettings:
     learning_rate: float = 3e-3  # peak AdamW learning rate
     final_learning_rate_factor: float = 0.02  # the cosine ends at learning_rate x this
     warmup_steps: int = 20
-    schedule: str = "cosine"  # "cosine" (over the step budget) or "constant"
+    schedule: str = "cosine"  # "cosine" (over the step budget), "cosine_time" (over the wall-clock bound too) or "constant"
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0
     max_epochs: int = 100
@@ -178,6 +178,8 @@ class TrainingLoop:
         if self.steps_per_epoch == 0:
             raise AdaScaleError(f"batch_size {settings.batch_size} exceeds the {n_items} training items per epoch")
         self.n_items = n_items
+        if settings.schedule == "cosine_time" and settings.time_budget_minutes is None:
+            raise AdaScaleError("schedule 'cosine_time' decays over the wall-clock budget: set time_budget_minutes")
         if settings.init_from is not None:
             initialise_from(task.model, settings.init_from)
         if settings.trainable is not None:
@@ -239,22 +241,27 @@ class TrainingLoop:
         )
 
     # ----------------------------------------------------------------- training
-    def learning_rate(self) -> float:
-        """Linear warm-up, then cosine decay over :attr:`total_steps` (or constant)."""
+    def learning_rate(self, elapsed_s: float = 0.0) -> float:
+        """Linear warm-up, then cosine decay over :attr:`total_steps` (or constant). ``cosine_time``
+        decays over the wall-clock budget when that ends first (equal-wall-time comparisons; the
+        numbers then depend on the machine's speed)."""
         s = self.settings
         warmup = min(1.0, (self.state.global_step + 1) / (s.warmup_steps + 1))
         if s.schedule == "constant":
             return s.learning_rate * warmup
-        progress = min(self.state.global_step / self.total_steps, 1.0)
+        progress = self.state.global_step / self.total_steps
+        if s.schedule == "cosine_time":
+            progress = max(progress, elapsed_s / (60.0 * s.time_budget_minutes))
+        progress = min(progress, 1.0)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return s.learning_rate * warmup * (s.final_learning_rate_factor + (1.0 - s.final_learning_rate_factor) * cosine)
 
-    def step(self, items: np.ndarray) -> float:
+    def step(self, items: np.ndarray, elapsed_s: float = 0.0) -> float:
         """One optimiser step on the global batch ``items``; returns this process's first stat (its loss share)."""
         torch.manual_seed(step_seed(self.settings.seed, self.state.global_step, self.context.rank))
         objective, stats = self.task.loss(items)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = self.learning_rate(elapsed_s)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if self.settings.gradient_clip is not None:
@@ -299,11 +306,11 @@ class TrainingLoop:
                     if state.global_step >= self.total_steps:
                         stopped = "max_steps"
                         break
-                    out_of_time = budget_s is not None and time.monotonic() - start + self.last_validation_s > budget_s
-                    if self.context.broadcast_flag(out_of_time):
+                    elapsed = time.monotonic() - start
+                    if self.context.broadcast_flag(budget_s is not None and elapsed + self.last_validation_s > budget_s):
                         stopped = "time_budget"
                         break
-                    loss = self.step(order[k * s.batch_size : (k + 1) * s.batch_size])
+                    loss = self.step(order[k * s.batch_size : (k + 1) * s.batch_size], elapsed)
                     state.step_in_epoch, state.global_step = k + 1, state.global_step + 1
                     steps_this_session += 1
                     if state.global_step % s.checkpoint_every_steps == 0:
