@@ -13,6 +13,7 @@ from adascale.deploy.fit_mixture import MixtureSettings, build_mixture
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
 from adascale.models.router import RouterModel
+from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 from adascale.training.loop import LoopSettings
 from adascale.training.tasks import ArrayTask, FrameLoss, FrameTask
 from models.branch_checks import SPECIES
@@ -62,6 +63,26 @@ def noisy_case():
     return _frame_case(NoisyPaiNN(SPECIES, cutoff=3.0, features=8, interactions=1, average_neighbours=5.0))
 
 
+def scale_conditioned_case(scale_mode: str = "random"):
+    """The scale-conditioned branch; in "random" mode it draws per-atom scales in training."""
+    torch.manual_seed(0)
+    model = ScaleConditionedPaiNN(
+        SPECIES,
+        cutoff=3.5,
+        min_radius=2.5,
+        features=8,
+        interactions=1,
+        average_neighbours=5.0,
+        electrostatics="ewald",
+        exclusion_inner=1.5,
+        exclusion_outer=2.5,
+        router_radii=(2.5, 3.5),
+        router_hidden=(8,),
+        scale_mode=scale_mode,
+    )
+    return _frame_case(model)
+
+
 def mixture_case(trainable: list[str] | None = None):
     """The conservative mixture of a local and a long-range branch; ``trainable`` as LoopSettings'."""
     torch.manual_seed(0)
@@ -95,8 +116,10 @@ def router_case():
     return ArrayTask(model, x, objective, validate), LoopSettings(**{**SETTINGS.__dict__, "batch_size": 16})
 
 
-#: kind -> a function building (task, settings). The lead adds "scale_conditioned" here.
+#: kind -> a function building (task, settings).
 CASES = {
+    "scale_conditioned": scale_conditioned_case,  # random per-atom scales in training
+    "scale_conditioned_router": lambda: scale_conditioned_case("router"),
     "painn": painn_case,
     "painn_long_range": long_range_case,
     "adaptive_mixture": lambda: mixture_case(trainable=[""]),  # all unfrozen
