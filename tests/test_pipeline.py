@@ -94,7 +94,8 @@ def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path):
     assert second["timings_s"]["train_local"] > 0  # really retrained
     assert second["methods"] == report["methods"]
     assert second["training"] == report["training"]
-    assert set(report["training"]) == {"local", "long_range", "mixture_finetune"}
+    adaptive = config.adaptive.name
+    assert set(report["training"]) == {"local", "long_range", f"{adaptive}_trunk", adaptive, "mixture_finetune"}
     assert not any(outcome["budget_hit"] for outcome in report["training"].values())
     assert "Warning:" not in (out / "report.md").read_text()
 

@@ -99,12 +99,12 @@ def build_mixture(
     return mixture.to(dtype).eval()
 
 
-def evenly_spaced(items: Sequence, count: int, offset: float = 0.0) -> list:
-    """``count`` items spread over the sequence, shifted by ``offset`` of a stride (all when it is shorter)."""
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """``count`` items spread evenly over the sequence (all when it is shorter)."""
     if count >= len(items):
         return list(items)
     stride = len(items) / count
-    return [items[int((i + offset) * stride) % len(items)] for i in range(count)]
+    return [items[int(i * stride)] for i in range(count)]
 
 
 def evaluate_frames(
