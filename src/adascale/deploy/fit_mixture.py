@@ -204,7 +204,7 @@ def finetune(
             max_epochs=max(settings.finetune_epochs, 1),
             max_steps=None if settings.finetune_epochs > 0 else 0,
             epoch_items=settings.finetune_frames,
-            patience=max(settings.finetune_epochs, 1),
+            patience=settings.finetune_epochs + 1,  # the epoch budget ends it, the best epoch is kept
             time_budget_minutes=settings.finetune_minutes or None,
             validate_at_start=True,
             trainable=[""] if settings.joint else None,
