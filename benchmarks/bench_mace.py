@@ -110,7 +110,7 @@ def train(model: Model, data_dir: Path, out_dir: Path, budget_min: float, seed: 
     else:
         command = adascale_command(
             "train", "--config", ADASCALE_CONFIGS[model.scale], "--train", str(train_file), "--valid", str(valid_file),
-            "--time-budget", str(budget_min), "--set", f"training.seed={seed}", "--out", str(directory), "--quiet",
+            "--time-budget", str(budget_min), "--set", "training.schedule=cosine_time", "--set", f"training.seed={seed}", "--out", str(directory), "--quiet",
         )  # fmt: skip
     start = time.monotonic()
     run_logged(command, out_dir / "logs" / f"train_{model.name}.log")

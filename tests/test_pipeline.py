@@ -1,6 +1,7 @@
 """`adascale run` end to end on a tiny testbed with tiny models, then `evaluate` on its frames."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -28,8 +29,9 @@ def tiny_run(tmp_path_factory):
         },
         route_train_frames=4,
         mixture_finetune_epochs=1,
-        mixture_finetune_minutes=0.1,
+        mixture_finetune_minutes=5.0,  # an upper bound only: the tiny fine-tune takes seconds
         bootstrap=20,
+        threads=1,  # as the built-in configs: float sums depend on the thread count
     )
     out = tmp_path_factory.mktemp("run")
     report = run_pipeline(out, config, Console(quiet=True))
@@ -77,6 +79,36 @@ def test_a_second_run_reuses_every_stage(tiny_run):
     markers = {p.name: p.read_text() for p in (out / ".stages").iterdir()}
     assert run_pipeline(out, config, Console(quiet=True))["methods"] == report["methods"]
     assert {p.name: p.read_text() for p in (out / ".stages").iterdir()} == markers
+
+
+def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path):
+    """A second run from the same frames (the seeded testbed is reused, not regenerated) retrains every
+    model, budgeted by steps and epochs: every method's numbers and every training outcome are identical."""
+    out, config, report = tiny_run
+    again = tmp_path / "again"
+    shutil.copytree(out / "data", again / "data")
+    for stage in ("testbed", "split"):
+        (again / ".stages").mkdir(exist_ok=True)
+        shutil.copy(out / ".stages" / f"{stage}.json", again / ".stages")
+    second = run_pipeline(again, config, Console(quiet=True))
+    assert second["timings_s"]["train_local"] > 0  # really retrained
+    assert second["methods"] == report["methods"]
+    assert second["training"] == report["training"]
+    adaptive = config.adaptive.name
+    assert set(report["training"]) == {"local", "long_range", f"{adaptive}_trunk", adaptive, "mixture_finetune"}
+    assert not any(outcome["budget_hit"] for outcome in report["training"].values())
+    assert "Warning:" not in (out / "report.md").read_text()
+
+
+def test_report_md_warns_when_a_wall_clock_bound_cut_training(tiny_run):
+    from adascale.report.markdown import render_markdown
+
+    _, _, report = tiny_run
+    cut = json.loads(json.dumps(report))
+    cut["training"]["long_range"] |= {"budget_hit": True, "stopped": "time_budget", "steps": 3}
+    text = render_markdown(cut)
+    assert "**Warning:** training of long_range was cut by its wall-clock bound after 3 steps" in text
+    assert text.count("**Warning:**") == 1
 
 
 def test_evaluate_reports_new_frames_without_refitting(tiny_run):

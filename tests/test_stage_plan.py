@@ -43,6 +43,7 @@ RERUNS: dict[str, list[str]] = {
     "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
     "mixture_finetune_minutes": ["mixture", "deploy", "report"],
     "mixture_finetune_epochs": ["mixture", "deploy", "report"],
+    "mixture_finetune_frames": ["mixture", "deploy", "report"],
     "adaptive.name": [*ADAPTIVE, "deploy", "report"],
     "adaptive.config": [*ADAPTIVE, "deploy", "report"],
     "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "report"],

@@ -98,8 +98,11 @@ class RunConfig(_Strict):
     route_train_frames: int = Field(60, ge=1, description="Training frames (evenly spaced) the routers are fitted on.")
     refine_max_size: int = Field(9, ge=2, description="Largest refined pool.")
     refine_tol: float = Field(1e-3, ge=0, description="Stop refining when the best relative gain is below this.")
-    mixture_finetune_minutes: float = Field(2.0, ge=0, description="Wall-time budget of the mixture's conservative fine-tuning.")
+    mixture_finetune_minutes: float = Field(
+        2.0, ge=0, description="Wall-clock upper bound of the mixture's conservative fine-tuning (flagged when hit)."
+    )
     mixture_finetune_epochs: int = Field(3, ge=0, description="Fine-tuning epochs of the mixture.")
+    mixture_finetune_frames: int = Field(20, ge=1, description="Training frames (one per step) per fine-tuning epoch.")
     adaptive: AdaptiveSettings | None = Field(
         None, description="The scale-conditioned model (trained, analysed, a deployment candidate); null to leave it out."
     )
@@ -191,6 +194,7 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
                 "train_frames": config.route_train_frames,
                 "finetune_minutes": config.mixture_finetune_minutes,
                 "finetune_epochs": config.mixture_finetune_epochs,
+                "finetune_frames": config.mixture_finetune_frames,
                 **stats,
             },
             after=("split", *trained),
@@ -320,6 +324,7 @@ def _mixture(out: Path, config: RunConfig) -> None:
         train_frames=config.route_train_frames,
         finetune_minutes=config.mixture_finetune_minutes,
         finetune_epochs=config.mixture_finetune_epochs,
+        finetune_frames=config.mixture_finetune_frames,
     )
     branches = [load_model(directory, expect=Branch) for directory in _branch_dirs(out, config)]
     frames = {split: read_frames(out / "data" / f"{split}.extxyz") for split in SPLITS}
@@ -423,6 +428,7 @@ def _report(out: Path, config: RunConfig, timings: dict[str, float]) -> None:
     for name in MIXTURE_METHODS:
         report["methods"][name] = mixture["methods"][name]
     report["mixture"] = mixture["mixture"]
+    report["training"] = training_outcomes(out, config, mixture["mixture"]["finetune"])
     if config.adaptive is not None:
         add_adaptive(report, json.loads((out / ADAPTIVE_JSON).read_text()), config.adaptive.name)
     deploy = json.loads((out / DEPLOY_JSON).read_text())
@@ -445,6 +451,24 @@ def add_adaptive(report: dict, adaptive: dict, name: str) -> None:
         "refinement": adaptive["refinement"],
         "scale_distribution": adaptive["scale_distribution"],
     }
+
+
+def training_outcomes(out: Path, config: RunConfig, finetune: dict) -> dict[str, dict]:
+    """How each anchor's training and the mixture fine-tune ended (steps, stopped, ``budget_hit``:
+    the wall-clock upper bound cut it, so its numbers depend on the machine's load)."""
+    from adascale.training.loop import OUTCOME_KEYS
+    from adascale.training.trainer import METRICS_FILE
+
+    directories = dict(zip((anchor.name for anchor in config.anchors), _branch_dirs(out, config)))
+    if config.adaptive is not None:
+        name = config.adaptive.name
+        directories |= {f"{name}_trunk": out / "branches" / f"{name}_trunk", name: out / "branches" / name}
+    outcomes = {}
+    for name, directory in directories.items():
+        training = json.loads((directory / METRICS_FILE).read_text())["training"]
+        outcomes[name] = {key: training.get(key) for key in OUTCOME_KEYS}
+    outcomes["mixture_finetune"] = finetune
+    return outcomes
 
 
 def _router_losses(directory: Path, test: PredictionSet) -> dict[str, np.ndarray]:

@@ -183,7 +183,9 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     interrupted_at = load_checkpoint(killed / CHECKPOINT_FILE)["progress"]["global_step"]
     assert 0 < interrupted_at < 360
 
-    subprocess.run(_train_command(train, valid, killed, "--resume"), check=True, capture_output=True)
+    resumed = subprocess.run(_train_command(train, valid, killed, "--resume"), check=True, capture_output=True, text=True)
+    # the resumed process started from the checkpoint and ran only the steps that remained
+    assert f"resumed at step {interrupted_at}, ran {360 - interrupted_at} steps" in resumed.stdout
     a, b = load_checkpoint(tmp_path / "straight" / CHECKPOINT_FILE), load_checkpoint(killed / CHECKPOINT_FILE)
     assert b["progress"]["global_step"] == a["progress"]["global_step"] == 360
     assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])

@@ -25,7 +25,7 @@ Several processes (data parallel, gloo on CPU, nccl on GPU):
   torchrun --nproc_per_node 2 $(command -v adascale) train --config local --train T --valid V --out DIR
 
 Example:
-  adascale train --config long_range --train train.extxyz --valid valid.extxyz --out runs/lr --time-budget 12
+  adascale train --config long_range --train train.extxyz --valid valid.extxyz --out runs/lr --set training.max_steps=1400 --time-budget 15
 """
 
 PREDICT_HELP = """Predict forces of K anchor branches on labelled frames; write a PredictionSet (.npz).
@@ -55,7 +55,10 @@ def train(
     out: Path = typer.Option(None, "--out", help="Run directory for the model, log, metrics and checkpoint."),
     overrides: list[str] = typer.Option([], "--set", help="Override a setting, e.g. --set model.cutoff=4.0 (repeatable)."),
     time_budget: float = typer.Option(
-        None, "--time-budget", help="Minutes of wall time for the whole run (training + validation)."
+        None,
+        "--time-budget",
+        help="Upper bound on the run's wall time, minutes (a run cut by it is flagged; budget by steps, "
+        "--set training.max_steps=N, for reproducible numbers).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
@@ -100,6 +103,8 @@ def train(
         typer.echo(
             f"{out}: best validation force MAE {result.best_valid_mae:.2f} kJ/mol/nm (epoch {result.best_epoch}); "
             f"{result.epochs} epochs, {result.steps} steps, {result.elapsed_s / 60:.1f} min, stopped by {result.stopped}"
+            + (f"; resumed at step {result.resumed_at_step}, ran {result.session_steps} steps" if resume else "")
+            + ("; WARNING: the wall-clock bound cut the run (not reproducible)" if result.budget_hit else "")
         )
 
 

@@ -56,7 +56,7 @@ class MixtureSettings:
     valid_frames: int = 20  # early stopping of both stages
     finetune_frames: int = 20  # training frames per fine-tuning epoch (a different subset each epoch)
     finetune_epochs: int = 5
-    finetune_minutes: float = 10.0  # wall-clock budget of stage 2
+    finetune_minutes: float = 10.0  # wall-clock upper bound of stage 2 (a fine-tune cut by it is flagged)
     lr: float = 3e-4
     hidden: tuple[int, ...] = (64, 64)
     smoothing: float = 0.05  # corner rounding of the router's weight map (continuous forces need > 0)
@@ -99,12 +99,12 @@ def build_mixture(
     return mixture.to(dtype).eval()
 
 
-def evenly_spaced(items: Sequence, count: int, offset: float = 0.0) -> list:
-    """``count`` items spread over the sequence, shifted by ``offset`` of a stride (all when it is shorter)."""
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """``count`` items spread evenly over the sequence (all when it is shorter)."""
     if count >= len(items):
         return list(items)
     stride = len(items) / count
-    return [items[int((i + offset) * stride) % len(items)] for i in range(count)]
+    return [items[int(i * stride)] for i in range(count)]
 
 
 def evaluate_frames(
@@ -204,7 +204,7 @@ def finetune(
             max_epochs=max(settings.finetune_epochs, 1),
             max_steps=None if settings.finetune_epochs > 0 else 0,
             epoch_items=settings.finetune_frames,
-            patience=max(settings.finetune_epochs, 1),
+            patience=settings.finetune_epochs + 1,  # the epoch budget ends it, the best epoch is kept
             time_budget_minutes=settings.finetune_minutes or None,
             validate_at_start=True,
             trainable=[""] if settings.joint else None,
@@ -280,7 +280,7 @@ def fit_mixture(
             }
             for row in tuned.history
         ],
-        "finetune": tuned.summary(),
+        "finetune": tuned.outcome(),
         "fitted_on": {
             "router": "training frames",
             "early stopping and best_global_s": "validation frames",

@@ -45,6 +45,12 @@ def _intro(report: dict) -> str:
     ]
     if "fitted_on" in settings:
         lines.append(f"Scales, pools and routers fitted on: {settings['fitted_on']}.")
+    for name, outcome in report.get("training", {}).items():
+        if outcome.get("budget_hit"):
+            lines.append(
+                f"\n**Warning:** training of {name} was cut by its wall-clock bound after {outcome['steps']} steps: "
+                "its numbers depend on this machine's load (raise the bound or budget fewer steps)."
+            )
     return "\n".join(lines)
 
 

@@ -154,9 +154,11 @@ class TrainingSettings(_Strict):
         0.02, gt=0, le=1, description="The cosine schedule decays to learning_rate x this at the end of the run."
     )
     warmup_steps: int = Field(20, ge=0, description="Steps of linear learning-rate warm-up.")
-    schedule: Literal["cosine", "constant"] = Field(
+    schedule: Literal["cosine", "cosine_time", "constant"] = Field(
         "cosine",
-        description="'cosine': decay over the step budget (max_steps, or max_epochs epochs); 'constant' after warm-up.",
+        description="'cosine': decay over the step budget (max_steps, or max_epochs epochs: reproducible); "
+        "'cosine_time': also over time_budget_minutes if that ends first (equal-wall-time comparisons, not "
+        "reproducible); 'constant' after warm-up.",
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
     gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")

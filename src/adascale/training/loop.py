@@ -51,6 +51,8 @@ from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_
 from adascale.training.distributed import DistributedContext
 
 LOG_FILE = "log.jsonl"
+#: The parts of a TrainResult that the same settings and seed reproduce on any machine (no times).
+OUTCOME_KEYS = ("best_valid_mae", "best_epoch", "epochs", "steps", "stopped", "budget_hit")
 
 
 @dataclass
@@ -62,7 +64,7 @@ class LoopSettings:
     learning_rate: float = 3e-3  # peak AdamW learning rate
     final_learning_rate_factor: float = 0.02  # the cosine ends at learning_rate x this
     warmup_steps: int = 20
-    schedule: str = "cosine"  # "cosine" (over the step budget) or "constant"
+    schedule: str = "cosine"  # "cosine" (over the step budget), "cosine_time" (over the wall-clock bound too) or "constant"
     weight_decay: float = 0.0
     gradient_clip: float | None = 10.0
     max_epochs: int = 100
@@ -127,11 +129,17 @@ class TrainResult:
     elapsed_s: float
     stopped: str  # "max_epochs", "max_steps", "early_stopping" or "time_budget"
     budget_hit: bool  # the wall-clock upper bound cut the run
+    resumed_at_step: int  # the checkpoint's step this process started from (0: a fresh run)
+    session_steps: int  # optimiser steps this process ran
     history: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
-        """The result without its history (what metrics.json and reports record)."""
+        """The result without its history (what metrics.json records)."""
         return {key: value for key, value in asdict(self).items() if key != "history"}
+
+    def outcome(self) -> dict:
+        """What the same settings and seed reproduce on any machine (reports record it): no times, no session."""
+        return {key: getattr(self, key) for key in OUTCOME_KEYS}
 
 
 StepCallback = Callable[[int, int, str], None]  # (steps done, step budget, status)
@@ -170,6 +178,8 @@ class TrainingLoop:
         if self.steps_per_epoch == 0:
             raise AdaScaleError(f"batch_size {settings.batch_size} exceeds the {n_items} training items per epoch")
         self.n_items = n_items
+        if settings.schedule == "cosine_time" and settings.time_budget_minutes is None:
+            raise AdaScaleError("schedule 'cosine_time' decays over the wall-clock budget: set time_budget_minutes")
         if settings.init_from is not None:
             initialise_from(task.model, settings.init_from)
         if settings.trainable is not None:
@@ -181,6 +191,7 @@ class TrainingLoop:
         self.state = RunState(epoch_sums=[0.0] * len(task.stat_names))
         self.best_state: dict | None = None
         self.history: list[dict] = []
+        self.resumed_at_step = 0
         self.last_validation_s = 0.0
 
     @property
@@ -205,6 +216,7 @@ class TrainingLoop:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.best_state = checkpoint.get("best_model")
         self.state = RunState(**checkpoint["progress"])
+        self.resumed_at_step = self.state.global_step
         if not self.context.is_main:  # rank 0 carries the epoch's running sums
             self.state.epoch_sums = [0.0] * len(self.state.epoch_sums)
         log = self.out_dir / LOG_FILE
@@ -229,22 +241,27 @@ class TrainingLoop:
         )
 
     # ----------------------------------------------------------------- training
-    def learning_rate(self) -> float:
-        """Linear warm-up, then cosine decay over :attr:`total_steps` (or constant)."""
+    def learning_rate(self, elapsed_s: float = 0.0) -> float:
+        """Linear warm-up, then cosine decay over :attr:`total_steps` (or constant). ``cosine_time``
+        decays over the wall-clock budget when that ends first (equal-wall-time comparisons; the
+        numbers then depend on the machine's speed)."""
         s = self.settings
         warmup = min(1.0, (self.state.global_step + 1) / (s.warmup_steps + 1))
         if s.schedule == "constant":
             return s.learning_rate * warmup
-        progress = min(self.state.global_step / self.total_steps, 1.0)
+        progress = self.state.global_step / self.total_steps
+        if s.schedule == "cosine_time":
+            progress = max(progress, elapsed_s / (60.0 * s.time_budget_minutes))
+        progress = min(progress, 1.0)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return s.learning_rate * warmup * (s.final_learning_rate_factor + (1.0 - s.final_learning_rate_factor) * cosine)
 
-    def step(self, items: np.ndarray) -> float:
+    def step(self, items: np.ndarray, elapsed_s: float = 0.0) -> float:
         """One optimizer step on the global batch ``items``; returns this process's first stat (its loss share)."""
         torch.manual_seed(step_seed(self.settings.seed, self.state.global_step, self.context.rank))
         objective, stats = self.task.loss(items)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = self.learning_rate(elapsed_s)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         if self.settings.gradient_clip is not None:
@@ -289,11 +306,11 @@ class TrainingLoop:
                     if state.global_step >= self.total_steps:
                         stopped = "max_steps"
                         break
-                    out_of_time = budget_s is not None and time.monotonic() - start + self.last_validation_s > budget_s
-                    if self.context.broadcast_flag(out_of_time):
+                    elapsed = time.monotonic() - start
+                    if self.context.broadcast_flag(budget_s is not None and elapsed + self.last_validation_s > budget_s):
                         stopped = "time_budget"
                         break
-                    loss = self.step(order[k * s.batch_size : (k + 1) * s.batch_size])
+                    loss = self.step(order[k * s.batch_size : (k + 1) * s.batch_size], elapsed)
                     state.step_in_epoch, state.global_step = k + 1, state.global_step + 1
                     steps_this_session += 1
                     if state.global_step % s.checkpoint_every_steps == 0:
@@ -329,6 +346,8 @@ class TrainingLoop:
             elapsed_s=state.elapsed_s,
             stopped=stopped,
             budget_hit=stopped == "time_budget",
+            resumed_at_step=self.resumed_at_step,
+            session_steps=state.global_step - self.resumed_at_step,
             history=list(self.history),
         )
 
