@@ -130,7 +130,7 @@ class TrainResult:
     stopped: str  # "max_epochs", "max_steps", "early_stopping" or "time_budget"
     budget_hit: bool  # the wall-clock upper bound cut the run
     resumed_at_step: int  # the checkpoint's step this process started from (0: a fresh run)
-    session_steps: int  # optimiser steps this process ran
+    session_steps: int  # optimizer steps this process ran
     history: list[dict] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict:
