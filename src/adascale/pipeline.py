@@ -193,7 +193,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     stages = StageRunner(out, console)
     data = out / "data"
     work = {
-        "testbed": lambda: _generate(config, data / "frames.extxyz"),
+        **({"testbed": lambda: _generate(config, data / "frames.extxyz")} if config.data is None else {}),
         "split": (lambda: _split(data, config.split)) if config.data is None else (lambda: _prepare_data(config, data)),
         **{f"train_{a.name}": lambda a=a: _train(a.config, a.overrides, data, out / "branches" / a.name) for a in config.anchors},
         "predict": lambda: _predict_splits(out, config),
