@@ -1,15 +1,19 @@
 """`adascale run` end to end on a tiny testbed with tiny models, then `evaluate` on its frames."""
 
+import hashlib
 import json
 import shutil
 
+import ase.io
 import numpy as np
 import pytest
 from rich.console import Console
 
+from adascale import pipeline
 from adascale.data.frames import read_frames, write_frames
+from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
-from adascale.pipeline import RunConfig, evaluate_run, load_run_config, run_pipeline
+from adascale.pipeline import RunConfig, evaluate_run, load_run_config, run_pipeline, with_data
 
 TINY_MODEL = ["model.features=8", "model.interactions=1", "training.max_epochs=1", "training.warmup_steps=1"]
 
@@ -134,3 +138,114 @@ def test_run_config_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(AdaScaleError, match=r"run.yaml: invalid run config: .*split"):
         load_run_config(bad)
     assert load_run_config(None, quick=True).split == (40, 10, 10)
+
+
+# `adascale run --data`: the same pipeline on the user's own frames (here the tiny run's frames, relabelled under other keys).
+
+
+def _user_file(frames, path, forces_key="dft_forces", energy_key="dft_energy"):
+    """Frames written with their labels under other keys, as a user's DFT file might hold them."""
+    images = []
+    for frame in frames:
+        atoms = frame.to_atoms()
+        atoms.arrays[forces_key] = atoms.arrays.pop("REF_forces")
+        atoms.info[energy_key] = atoms.info.pop("REF_energy")
+        images.append(atoms)
+    ase.io.write(path, images, format="extxyz")
+    return path
+
+
+def _data_config(config, **data):
+    return with_data(config, **({"forces_key": "dft_forces", "energy_key": "dft_energy", "split": (0.5, 0.25, 0.25)} | data))
+
+
+@pytest.fixture(scope="module")
+def data_run(tiny_run, tmp_path_factory):
+    out, config, _ = tiny_run
+    root = tmp_path_factory.mktemp("data_run")
+    source = _user_file(read_frames(out / "data" / "frames.extxyz"), root / "dft.extxyz")
+    config = _data_config(config, file=str(source))
+    report = run_pipeline(root / "run", config, Console(quiet=True))
+    return root, source, config, report
+
+
+def test_run_on_user_data_reports_its_file_and_hash(data_run):
+    root, source, _, report = data_run
+    assert report["data"]["files"] == [
+        {"role": "all", "path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+    ]
+    assert report["data"]["frames"] == {"train": 4, "valid": 2, "test": 2}
+    assert report["counts"]["all"] == 2 * 748 and report["counts"]["ions"] == 2 * 10
+    for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router", "mixture"):
+        assert np.isfinite(report["methods"][name]["all"])
+    labels = read_frames(source, forces_key="dft_forces", energy_key="dft_energy")[6:]
+    np.testing.assert_array_equal(read_frames(root / "run" / "data" / "test.extxyz")[1].forces, labels[1].forces)
+    again = evaluate_run(root / "run", root / "run" / "data" / "test.extxyz")
+    assert again["methods"]["fixed_s1"]["all"] == pytest.approx(report["methods"]["fixed_s1"]["all"], rel=1e-6)
+
+
+def test_a_changed_data_file_invalidates_the_cache(data_run, monkeypatch):
+    root, source, config, _ = data_run
+    frames = read_frames(source, forces_key="dft_forces", energy_key="dft_energy")
+    frames[0].forces = frames[0].forces * 1.01
+    _user_file(frames, root / "dft.extxyz")
+
+    def training(*args):
+        raise RuntimeError("retraining")
+
+    monkeypatch.setattr(pipeline, "_train", training)
+    with pytest.raises(RuntimeError, match="retraining"):
+        run_pipeline(root / "run", config, Console(quiet=True))
+    assert json.loads((root / "run" / "data" / "source.json").read_text())["files"][0]["sha256"] == file_sha256(source)
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("few", r"few.extxyz: 3 frames are too few for the split 0.5,0.25,0.25 \(train 3, valid 0, test 0 frames\)"),
+        ("no_forces", r"no_forces.extxyz: frame 2: field 'dft_forces': no forces found"),
+        ("ions", r"ions.extxyz: ion species K absent from the data \(species present: H, O, Na, Cl\)"),
+        ("untrained", r"untrained.extxyz: the split leaves species K untrained: they occur in the test set"),
+        ("small_cell", r"small_cell.extxyz: frame 5: field 'cell': cell too small for cutoff 6 Å"),
+    ],
+)
+def test_run_on_bad_user_data_fails_before_any_training(tiny_run, tmp_path, monkeypatch, case, match):
+    out, config, _ = tiny_run
+    frames = read_frames(out / "data" / "frames.extxyz")
+    path = tmp_path / f"{case}.extxyz"
+    data = {"file": str(path)}
+    if case == "few":
+        frames = frames[:3]
+    elif case == "ions":
+        data["ion_species"] = ["Na", "K"]
+    elif case == "untrained":
+        for frame in frames[6:]:
+            frame.numbers = np.where(frame.numbers == 11, 19, frame.numbers)  # Na -> K in the test block only
+    elif case == "small_cell":
+        frames[5].cell = frames[5].cell * 0.55
+    _user_file(frames, path)
+    if case == "no_forces":
+        images = ase.io.read(path, index=":")
+        del images[2].arrays["dft_forces"]
+        ase.io.write(path, images, format="extxyz")
+
+    def training(*args):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(pipeline, "_train", training)
+    with pytest.raises(AdaScaleError, match=match) as error:
+        run_pipeline(tmp_path / "run", _data_config(config, **data), Console(quiet=True))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run" / "data" / "train.extxyz").exists()
+
+
+def test_data_settings_need_one_source_and_sane_fractions(tiny_run):
+    _, config, _ = tiny_run
+    with pytest.raises(AdaScaleError, match=r"--data: .*either `file` .* or all three of `train`, `valid` and `test`"):
+        with_data(config, file="a.extxyz", train="b.extxyz")
+    with pytest.raises(AdaScaleError, match=r"--data: .*either `file`"):
+        with_data(config, train="b.extxyz", valid="c.extxyz")
+    with pytest.raises(AdaScaleError, match=r"split fractions must be positive and add up to at most 1"):
+        with_data(config, file="a.extxyz", split=(0.8, 0.2, 0.1))
+    with pytest.raises(AdaScaleError, match=r"unknown ion species symbol"):
+        with_data(config, file="a.extxyz", ion_species=["Xx"])

@@ -52,6 +52,7 @@ RERUNS: dict[str, list[str]] = {
     "units": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
     "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
     "threads": [],
+    "data": ALL[1:],  # the user's frames replace the testbed: from the split on
 }
 
 
@@ -77,6 +78,8 @@ def changed(path: str, value: object) -> object:
         return [*value, "model.features=16"]
     if path == "units":
         return "meV/A"
+    if path == "data":
+        return {"file": __file__}  # stand-in work never reads it; its bytes key the split
     if isinstance(value, bool):
         return not value
     if isinstance(value, (int, float)):
@@ -139,3 +142,14 @@ def test_editing_a_training_config_file_retrains_that_anchor(tmp_path):
     assert reran(root, config) == ALL
     config_file.write_text("model:\n  features: 24\n")
     assert reran(root, config) == [f"train_{ANCHORS[0]}", *AFTER_TRAINING]
+
+
+def test_user_data_is_keyed_by_its_content_not_its_path(tmp_path):
+    first, copy = tmp_path / "a.extxyz", tmp_path / "b.extxyz"
+    first.write_text("frames v1")
+    copy.write_text("frames v1")
+    config = with_setting(BASE, "data", {"file": str(first)})
+    assert reran(tmp_path / "run", config) == ALL[1:]
+    assert reran(tmp_path / "run", with_setting(BASE, "data", {"file": str(copy)})) == []
+    first.write_text("frames v2")
+    assert reran(tmp_path / "run", config) == ALL[1:]

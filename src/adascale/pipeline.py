@@ -1,6 +1,7 @@
 """The stages of ``adascale run`` and ``adascale evaluate``, with their caching.
 
-``run``: testbed (OpenMM, cached) → split → train each anchor → predict train/valid/test →
+``run``: testbed (OpenMM, cached) → split (or, with ``data:``, the user's own frames, checked
+and split; keyed by their content hash) → train each anchor → predict train/valid/test →
 refine the pool (fitted on validation) → route (routers fitted on train, selected on
 validation) → conservative mixture → report, all reported on test. Each stage is keyed by
 its settings and upstream keys (:mod:`adascale.stages`), so a re-run redoes only what
@@ -30,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from rich.console import Console
 
-from adascale.data.frames import Frame, read_frames
-from adascale.data.regimes import SUBSETS
+from adascale.data.frames import Frame, check_cutoff, read_frames
+from adascale.data.regimes import DEFAULT_ION_SPECIES, SUBSETS
+from adascale.data.user_data import check_ion_species, check_split_species, file_sha256, ion_numbers, split_counts
 from adascale.deploy.calculator import DEPLOYED_DIR
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
@@ -44,6 +46,7 @@ from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHO
 from adascale.stages import Stage, StageRunner
 
 SPLITS = ("train", "valid", "test")
+SOURCE_JSON = "source.json"  # in data/: the user's files and their SHA-256 (``data:`` runs)
 REPORT_JSON, REPORT_MD, PLOTS_DIR = "report.json", "report.md", "plots"
 ADAPTIVE_JSON, DEPLOY_JSON = "adaptive.json", "deploy.json"
 
@@ -63,6 +66,7 @@ class TestbedSettings(_Strict):
     equil_ps: float = Field(20.0, description="NPT equilibration per replica, ps.")
     seed: int = Field(0, description="Seed of the simulation.")
     replicas: int = Field(2, description="Parallel trajectories.")
+    labels: str = Field("spce", description="spce, or amoeba: the same frames relabelled with amoeba2018.xml.")
 
 
 class AnchorSettings(_Strict):
@@ -89,10 +93,43 @@ class AdaptiveSettings(_Strict):
     )
 
 
+class DataSettings(_Strict):
+    """The user's own labelled frames (``adascale run --data``); they replace ``testbed`` and ``split``."""
+
+    file: str | None = Field(None, description="Frames (any format ASE reads), cut into contiguous blocks by `split`.")
+    split: tuple[float, float, float] = Field((0.8, 0.1, 0.1), description="Train/valid/test fractions of `file`.")
+    train: str | None = Field(None, description="Training frames (with `valid` and `test`, instead of `file`).")
+    valid: str | None = Field(None, description="Validation frames.")
+    test: str | None = Field(None, description="Test frames.")
+    ion_species: list[str] = Field(["Na", "Cl"], description="Ion species (symbols): d_i and the report subsets.")
+    forces_key: str = Field("REF_forces", description="Reference force array (eV/Å); 'forces' is the fallback.")
+    energy_key: str = Field("REF_energy", description="Reference energy (eV); 'energy' is the fallback.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSettings:
+        sets = (self.train, self.valid, self.test)
+        if (self.file is not None) == any(path is not None for path in sets) or (self.file is None and None in sets):
+            raise ValueError("give either `file` (cut by `split`) or all three of `train`, `valid` and `test`")
+        if min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
+            raise ValueError(f"split fractions must be positive and add up to at most 1, got {list(self.split)}")
+        try:
+            ion_numbers(self.ion_species)
+        except AdaScaleError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def sources(self) -> dict[str, Path]:
+        """The data files by role: ``{"all": file}`` or ``{"train": .., "valid": .., "test": ..}``."""
+        if self.file is not None:
+            return {"all": Path(self.file)}
+        return {name: Path(getattr(self, name)) for name in SPLITS}
+
+
 class RunConfig(_Strict):
     """Everything ``adascale run`` does; see ``adascale/configs/run.yaml`` for the defaults."""
 
     testbed: TestbedSettings = Field(default_factory=TestbedSettings)
+    data: DataSettings | None = Field(None, description="Your own labelled frames instead of the testbed (and `split`).")
     split: tuple[int, int, int] = Field((200, 40, 60), description="Contiguous train/valid/test frame counts.")
     anchors: list[AnchorSettings] = Field(min_length=2, description="Anchors, shortest range first (scales 0 .. 1).")
     route_train_frames: int = Field(60, ge=1, description="Training frames (evenly spaced) the routers are fitted on.")
@@ -111,7 +148,7 @@ class RunConfig(_Strict):
     threads: int | None = Field(None, description="torch CPU threads (default: torch's choice).")
 
 
-BUILTIN_RUN_CONFIGS = {"default": "run.yaml", "quick": "run_quick.yaml", "paper": "run_paper.yaml"}
+BUILTIN_RUN_CONFIGS = {"default": "run.yaml", "quick": "run_quick.yaml", "paper": "run_paper.yaml", "amoeba": "run_amoeba.yaml"}
 
 
 def load_run_config(source: str | Path | None, quick: bool = False) -> RunConfig:
@@ -131,12 +168,23 @@ def load_run_config(source: str | Path | None, quick: bool = False) -> RunConfig
     try:
         return RunConfig.model_validate(yaml.safe_load(text) or {})
     except (ValidationError, yaml.YAMLError) as exc:
-        problems = (
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            if isinstance(exc, ValidationError)
-            else str(exc).replace("\n", " ")
-        )
-        raise AdaScaleError(f"{where}: invalid run config: {problems}") from None
+        raise AdaScaleError(f"{where}: invalid run config: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError | yaml.YAMLError) -> str:
+    """A validation or YAML error on one line."""
+    if isinstance(exc, ValidationError):
+        messages = (f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        return "; ".join(message.lstrip(": ") for message in messages)
+    return str(exc).replace("\n", " ")
+
+
+def with_data(config: RunConfig, **settings) -> RunConfig:
+    """``config`` on the user's frames (``DataSettings`` fields, e.g. from ``adascale run --data``), validated."""
+    try:
+        return config.model_copy(update={"data": DataSettings(**settings)})
+    except ValidationError as exc:
+        raise AdaScaleError(f"--data: {_problems(exc)}") from None
 
 
 def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -> dict:
@@ -149,8 +197,8 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
     stages = StageRunner(out, console)
     data = out / "data"
     work = {
-        "testbed": lambda: _generate(config, data / "frames.extxyz"),
-        "split": lambda: _split(data, config.split),
+        **({"testbed": lambda: _generate(config, data / "frames.extxyz")} if config.data is None else {}),
+        "split": (lambda: _split(data, config.split)) if config.data is None else (lambda: _prepare_data(config, data)),
         **{f"train_{a.name}": lambda a=a: _train(a.config, a.overrides, data, out / "branches" / a.name) for a in config.anchors},
         "predict": lambda: _predict_splits(out, config),
         "refine": lambda: _refine(out, config),
@@ -176,9 +224,15 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
     stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
     trained = tuple(f"train_{a.name}" for a in config.anchors)
     adaptive = () if config.adaptive is None else ("train_adaptive", "adaptive_analysis")
+    if config.data is None:
+        first = {
+            "testbed": Stage(config.testbed.model_dump()),
+            "split": Stage({"split": list(config.split)}, after=("testbed",)),
+        }
+    else:  # the user's files by content, and the anchors (their cutoffs and energies are checked)
+        first = {"split": Stage(_data_stage_settings(config))}
     return {
-        "testbed": Stage(config.testbed.model_dump()),
-        "split": Stage({"split": list(config.split)}, after=("testbed",)),
+        **first,
         **{
             f"train_{a.name}": Stage(
                 {"anchor": a.model_dump(), "resolved": load_config(a.config, a.overrides).model_dump(mode="json")},
@@ -228,11 +282,75 @@ def _generate(config: RunConfig, path: Path) -> None:
     generate_nacl(NaClSettings(**config.testbed.model_dump()), path)
 
 
+def _data_stage_settings(config: RunConfig) -> dict:
+    """The ``split`` stage's key for the user's data: its settings and each file's SHA-256 (not its path)."""
+    settings = config.data.model_dump(exclude={"file", "train", "valid", "test"})
+    settings["sha256"] = {role: file_sha256(path) for role, path in config.data.sources().items()}
+    settings["anchors"] = [anchor.model_dump() for anchor in config.anchors]
+    return settings
+
+
+def _prepare_data(config: RunConfig, data: Path) -> None:
+    """Read, check and split the user's frames into ``data/{train,valid,test}.extxyz``; refuse, before any
+    training, a set too small for the split, frames without forces, absent ion species, untrained species,
+    cells too small for an anchor's cutoff, and missing energies that an anchor trains on."""
+    from adascale.data.frames import write_frames
+    from adascale.data.split import split_frames
+
+    settings = config.data
+    hashes = _data_stage_settings(config)["sha256"]
+    ions = ion_numbers(settings.ion_species)
+    keys = {"forces_key": settings.forces_key, "energy_key": settings.energy_key}
+    files = {role: read_frames(path, **keys) for role, path in settings.sources().items()}
+    sources = settings.sources()
+    where = " + ".join(str(path) for path in sources.values())
+    check_ion_species([frame for frames in files.values() for frame in frames], ions, where=where)
+    anchors = [_anchor_settings(anchor) for anchor in config.anchors]
+    cutoff = max(anchor.model.cutoff for anchor in anchors)
+    needs_energy = [a.name for a, s in zip(config.anchors, anchors) if s.training.energy_weight > 0]
+    for role, frames in files.items():
+        for index, frame in enumerate(frames):
+            check_cutoff(frame, cutoff, path=sources[role], index=index)
+            if needs_energy and frame.energy is None:
+                raise AdaScaleError(
+                    f"{sources[role]}: frame {index}: field {settings.energy_key!r}: no energy, and anchor(s) "
+                    f"{', '.join(needs_energy)} train on energies (set training.energy_weight=0 in their overrides)"
+                )
+    if "all" in files:
+        counts = split_counts(len(files["all"]), settings.split, path=sources["all"])
+        blocks = dict(zip(SPLITS, split_frames(files["all"], counts)))
+    else:
+        blocks = files
+    check_split_species(blocks, where=where)
+    for name, block in blocks.items():
+        write_frames(data / f"{name}.extxyz", block)
+    source = {
+        "files": [{"role": role, "path": str(path), "sha256": hashes[role]} for role, path in sources.items()],
+        "frames": {name: len(block) for name, block in blocks.items()},
+        "ion_species": settings.ion_species,
+        "forces_key": settings.forces_key,
+        "energy_key": settings.energy_key,
+    }
+    write_json(data / SOURCE_JSON, source)
+
+
+def _anchor_settings(anchor: AnchorSettings):
+    from adascale.training.config import load_config
+
+    return load_config(anchor.config, anchor.overrides)
+
+
+def _ion_species(config: RunConfig) -> tuple[int, ...]:
+    """Atomic numbers of the run's ion species (the data's, else Na and Cl)."""
+    return DEFAULT_ION_SPECIES if config.data is None else ion_numbers(config.data.ion_species)
+
+
 def _split(data: Path, sizes: tuple[int, int, int]) -> None:
     from adascale.data.frames import write_frames
     from adascale.data.split import split_frames
 
     frames = read_frames(data / "frames.extxyz")
+    (data / SOURCE_JSON).unlink(missing_ok=True)  # left by an earlier `data:` run in this directory
     for name, block in zip(SPLITS, split_frames(frames, list(sizes))):
         write_frames(data / f"{name}.extxyz", block)
 
@@ -250,17 +368,19 @@ def _train(config_name: str, overrides: list[str], data: Path, directory: Path) 
     trainer.run()
 
 
-def predictions_for(branch_dirs: list[Path], frames: list[Frame], path: Path, names: list[str]) -> PredictionSet:
-    """The anchors' PredictionSet on labelled ``frames``, with router features attached."""
+def predictions_for(
+    branch_dirs: list[Path], frames: list[Frame], path: Path, names: list[str], ion_species: tuple[int, ...] = DEFAULT_ION_SPECIES
+) -> PredictionSet:
+    """The anchors' PredictionSet on labelled ``frames``, with router features attached (``ion_species`` give d_ion)."""
     from adascale.models.features import FeatureSpec
     from adascale.models.inference import model_forces, predict
     from adascale.scales.features import attach_router_features
 
     outputs = [model_forces(directory, frames, path=path) for directory in branch_dirs]
-    predictions = predict(frames, outputs, path=path, metadata={"data": str(path)})
+    predictions = predict(frames, outputs, path=path, metadata={"data": str(path), "ion_species": list(ion_species)})
     predictions.branch_names = names
     species = sorted({int(z) for frame in frames for z in np.unique(frame.numbers)})
-    attach_router_features(predictions, frames, FeatureSpec(species=tuple(species)), path=path)
+    attach_router_features(predictions, frames, FeatureSpec(species=tuple(species), ion_species=ion_species), path=path)
     return predictions
 
 
@@ -277,7 +397,8 @@ def _predict_splits(out: Path, config: RunConfig) -> None:
         frames = read_frames(path)
         if split == "train":
             frames = evenly_spaced(frames, config.route_train_frames)
-        predictions_for(_branch_dirs(out, config), frames, path, names).save(out / "predictions" / f"{split}.npz")
+        predictions = predictions_for(_branch_dirs(out, config), frames, path, names, _ion_species(config))
+        predictions.save(out / "predictions" / f"{split}.npz")
 
 
 def _load_predictions(out: Path, split: str) -> PredictionSet:
@@ -338,6 +459,7 @@ def _mixture(out: Path, config: RunConfig) -> None:
         settings=settings,
         units=config.units,
         n_resamples=config.bootstrap,
+        ion_species=_ion_species(config),
     )
     save_model(out / "mixture", mixture)
     write_json(out / "mixture.json", report)
@@ -434,6 +556,8 @@ def _report(out: Path, config: RunConfig, timings: dict[str, float]) -> None:
     deploy = json.loads((out / DEPLOY_JSON).read_text())
     report["methods"]["deployed"] = deploy["test"]
     report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
+    if (out / "data" / SOURCE_JSON).exists():
+        report["data"] = json.loads((out / "data" / SOURCE_JSON).read_text())
     test = _load_predictions(out, "test")
     losses = _router_losses(out / "routers", test) | {"deployed": np.load(out / "deployed_test_losses.npy")}
     finish_report(report, test, losses, out, timings)
@@ -531,7 +655,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     config = load_run_config(run_dir / "config.yaml")
     frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
     names = [anchor.name for anchor in config.anchors]
-    test = predictions_for(_branch_dirs(run_dir, config), frames, data, names)
+    test = predictions_for(_branch_dirs(run_dir, config), frames, data, names, _ion_species(config))
     pool = json.loads((run_dir / "refine.json").read_text())["refinement"]["final"]
     report = analyze(
         test,

@@ -33,6 +33,12 @@ def generate_nacl_command(
     replicas: int = typer.Option(
         1, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."
     ),
+    labels: str = typer.Option(
+        "spce",
+        "--labels",
+        help="spce: the dynamics' own SPC/E forces; amoeba: the same frames relabelled with amoeba2018.xml "
+        "(multipole + vdW terms, mutual polarization, PME 0.9 nm).",
+    ),
     threads: int = typer.Option(0, "--threads", help="CPU threads in all, shared by the replicas (0: every core)."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."
@@ -47,11 +53,18 @@ def generate_nacl_command(
     so a repeat call is instant. The default box (2.0 nm, 1.0 M) holds 5 ion pairs and 246
     waters (748 atoms); measured here: ~0.8 frames/s at the default 1 ps stride on 2 cores.
 
+    --labels amoeba samples exactly as above (SPC/E dynamics, rigid water; the SPC/E frames are
+    cached and reused), then labels each frame with OpenMM's amoeba2018.xml: the forces and
+    energy of AmoebaMultipoleForce + AmoebaVdwForce only (water is rigid, so bonded terms are
+    left out), PME with the same 0.9 nm cutoff, mutual polarization to 1e-5; each molecule is
+    made whole for the labelling and the frames keep wrapped positions. gen_label_* keys record
+    the settings.
+
     Example: adascale generate nacl --frames 50 --seed 1 --out nacl.extxyz
     """
     from adascale.data.testbed import NaClSettings, cache_path, generate_nacl
 
-    settings = NaClSettings(frames, box_nm, molar, temperature, stride_ps, equil_ps, seed, replicas)
+    settings = NaClSettings(frames, box_nm, molar, temperature, stride_ps, equil_ps, seed, replicas, labels)
     cached = cache_path(settings, cache_dir).exists()
     start = time.perf_counter()
     generate_nacl(settings, out, cache_dir=cache_dir, threads=threads or None)

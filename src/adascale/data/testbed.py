@@ -8,6 +8,8 @@ equilibration (molecules move rigidly with their centres) and the barostat remov
 sampled NVT every ``stride_ps``. Labels are OpenMM's full forces and potential energy in eV/Å
 and eV; positions are wrapped into the cell atom by atom, so molecules may be split across its
 faces (re-evaluate them with ``NonbondedForce.setExceptionsUsePeriodicBoundaryConditions(True)``).
+With ``labels="amoeba"`` the same sampled frames (cached once) are relabelled with AMOEBA's
+multipole + vdW forces (:mod:`adascale.data.amoeba`), cached under their own name.
 
 Atom order in every frame: water as O, H, H triples, then all Na, then all Cl.
 """
@@ -21,13 +23,14 @@ import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from adascale import __version__
-from adascale.data.frames import Frame, write_frames
+from adascale.data.amoeba import AMOEBA_LABEL_VERSION, label_amoeba
+from adascale.data.frames import Frame, read_frames, write_frames
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_output
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
@@ -45,6 +48,7 @@ BOX_MARGIN = 1.05
 AVOGADRO = 6.02214076e23
 #: Bump whenever a change to this module would change the generated frames (invalidates caches).
 GENERATOR_VERSION = 1
+LABELS = ("spce", "amoeba")
 
 ProgressCallback = Callable[[float], None]  # called with simulated picoseconds just completed
 
@@ -67,6 +71,7 @@ class NaClSettings:
     equil_ps: float = 20.0
     seed: int = 0
     replicas: int = 1
+    labels: str = "spce"  # spce: the dynamics' own forces; amoeba: relabelled (adascale.data.amoeba)
 
     def __post_init__(self) -> None:
         smallest_box = 2 * PME_CUTOFF_NM * BOX_MARGIN
@@ -92,6 +97,8 @@ class NaClSettings:
             raise AdaScaleError(f"--replicas must be between 1 and --frames ({self.frames}), got {self.replicas}")
         if self.seed < 0:
             raise AdaScaleError(f"--seed must not be negative, got {self.seed}")
+        if self.labels not in LABELS:
+            raise AdaScaleError(f"--labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
 
     @property
     def ion_pairs(self) -> int:
@@ -112,8 +119,9 @@ class NaClSettings:
         return [share + (r < extra) for r in range(self.replicas)]
 
     def cache_key(self) -> str:
-        """Hash of the settings and the generator version."""
-        payload = json.dumps({"settings": asdict(self), "generator": GENERATOR_VERSION}, sort_keys=True)
+        """Hash of the sampling settings (all but ``labels``) and the generator version."""
+        sampling = {k: v for k, v in asdict(self).items() if k != "labels"}
+        payload = json.dumps({"settings": sampling, "generator": GENERATOR_VERSION}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def file_info(self) -> dict:
@@ -137,8 +145,9 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(settings: NaClSettings, cache_dir: Path | None = None) -> Path:
-    """Where the testbed for these settings is (or will be) cached."""
-    return (cache_dir or default_cache_dir()) / f"nacl-{settings.cache_key()}.extxyz"
+    """Where the testbed for these settings is (or will be) cached; AMOEBA labels beside their SPC/E sampling."""
+    suffix = f"-amoeba{AMOEBA_LABEL_VERSION}" if settings.labels == "amoeba" else ""
+    return (cache_dir or default_cache_dir()) / f"nacl-{settings.cache_key()}{suffix}.extxyz"
 
 
 def generate_nacl(
@@ -154,14 +163,25 @@ def generate_nacl(
     threads: CPU threads in all (default: every core available), shared evenly by the replicas,
     which run in parallel processes. Returns ``out``.
     """
-    cached = cache_path(settings, cache_dir)
-    if not cached.exists():
-        threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or len(os.sched_getaffinity(0))
+    sampled_settings = replace(settings, labels="spce")
+    sampled = cache_path(sampled_settings, cache_dir)
+    if not sampled.exists():
         frames = _simulate(settings, max(1, threads // settings.replicas), progress)
-        write_frames(cached, frames, info=settings.file_info())
+        write_frames(sampled, frames, info=sampled_settings.file_info())
+    cached = cache_path(settings, cache_dir)
+    if not cached.exists():  # AMOEBA: relabel the cached SPC/E frames
+        frames, label_info = label_amoeba(read_frames(sampled), threads=threads, progress=progress)
+        write_frames(cached, [_without_gen_keys(frame) for frame in frames], info=settings.file_info() | label_info)
     with atomic_output(Path(out)) as tmp:
         shutil.copyfile(cached, tmp)
     return Path(out)
+
+
+def _without_gen_keys(frame: Frame) -> Frame:
+    """The frame with the SPC/E file's ``gen_*`` metadata dropped (the new file writes its own)."""
+    frame.info = {k: v for k, v in frame.info.items() if not k.startswith("gen_")}
+    return frame
 
 
 def _simulate(settings: NaClSettings, threads_per_replica: int, progress: bool) -> list[Frame]:

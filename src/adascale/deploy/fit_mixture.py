@@ -149,7 +149,7 @@ def evaluate_frames(
         BranchOutput(branch.kind, [f[b] for f in forces], [x[:, bounds[b] : bounds[b + 1]] for x in inputs] if width else None)
         for b, (branch, width) in enumerate(zip(mixture.branches, mixture.latent_widths))
     ]
-    predictions = predict(frames, outputs)
+    predictions = predict(frames, outputs, metadata={"ion_species": list(mixture.spec.ion_species)})
     predictions.scales = np.asarray(mixture.scales)
     predictions.metadata[ROUTER_SPEC_KEY] = mixture.spec.to_dict()
     predictions.extras[ROUTER_FEATURES_KEY] = np.concatenate(inputs)[:, :n_geometry]
@@ -225,6 +225,7 @@ def fit_mixture(
     units: str = "kJ/mol/nm",
     n_resamples: int = DEFAULT_RESAMPLES,
     progress: Progress | None = None,
+    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
 ) -> tuple[AdaptiveMixture, dict]:
     """Build, warm-start and fine-tune a mixture; report both deployment modes on ``test_frames``.
 
@@ -235,7 +236,7 @@ def fit_mixture(
     ``mixture`` (the conservative energy mixture's forces), with ``gain_recovered``.
     """
     train_frames = list(train_frames)
-    mixture = build_mixture(branches, scales, train_frames[0], settings)
+    mixture = build_mixture(branches, scales, train_frames[0], settings, ion_species)
     warm_frames = evenly_spaced(train_frames, settings.train_frames)
     valid_frames = evenly_spaced(list(valid_frames), settings.valid_frames)
     train, _ = evaluate_frames(mixture, warm_frames, with_mixture=False, progress=progress, stage="branches on train")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from adascale.data.frames import Frame, check_cutoff
-from adascale.data.regimes import nearest_ion_distance
+from adascale.data.regimes import DEFAULT_ION_SPECIES, nearest_ion_distance
 from adascale.errors import AdaScaleError, located
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
@@ -132,7 +132,10 @@ def calculator_forces(
 def predict(
     frames: Sequence[Frame], outputs: Sequence[BranchOutput], *, path: object = None, metadata: dict | None = None
 ) -> PredictionSet:
-    """The PredictionSet of K branch outputs on labelled ``frames`` (anchors in the given order)."""
+    """The PredictionSet of K branch outputs on labelled ``frames`` (anchors in the given order).
+
+    ``metadata["ion_species"]`` (default Na, Cl) names the species whose nearest member gives ``d_ion``.
+    """
     if len(outputs) < 2:
         raise AdaScaleError(f"need at least 2 branches (anchors) for a prediction set, got {len(outputs)}")
     for index, frame in enumerate(frames):
@@ -147,6 +150,7 @@ def predict(
                     frame=index,
                 )
     sizes = [len(f) for f in frames]
+    ions = tuple(int(z) for z in (metadata or {}).get("ion_species", DEFAULT_ION_SPECIES))
     extras = {
         f"latent_{k}": np.concatenate(output.latent).astype(np.float32)
         for k, output in enumerate(outputs)
@@ -159,7 +163,7 @@ def predict(
         species=np.concatenate([f.numbers for f in frames]).astype(np.int64),
         frame=np.repeat(np.arange(len(frames)), sizes),
         atom=np.concatenate([np.arange(n) for n in sizes]),
-        d_ion=np.concatenate([nearest_ion_distance(f.positions, f.numbers, f.cell, f.pbc) for f in frames]),
+        d_ion=np.concatenate([nearest_ion_distance(f.positions, f.numbers, f.cell, f.pbc, ions) for f in frames]),
         branch_names=[output.name for output in outputs],
         metadata={**(metadata or {}), "branches": [output.info for output in outputs]},
         extras=extras,
