@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
 
-.PHONY: setup run test bench bench-mace clean
+.PHONY: setup run test bench bench-mace bench-adaptive clean
 
 $(BIN)/adascale: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ bench: setup
 bench-mace: setup
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_mace.py --data-dir $(or $(DATA),runs/testbed/split) --out-dir $(or $(BENCH_OUT),runs/bench)
+
+# the adaptive models at equal training wall time (benchmarks/README.md: generate the data first; ~45 min at T = 6)
+bench-adaptive: setup
+	$(BIN)/python benchmarks/bench_adaptive.py --data-dir $(or $(DATA),runs/bench_data/split) --budget-min $(or $(T),6) \
+		$(foreach g,$(GENERAL),--general $(g)) --out-dir $(or $(BENCH_OUT),runs/bench_adaptive)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
