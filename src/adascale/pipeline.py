@@ -496,6 +496,7 @@ def _adaptive_analysis(out: Path, config: RunConfig, adaptive: AdaptiveSettings)
         valid,
         test,
         grid=np.linspace(0.0, 1.0, adaptive.grid_points).tolist(),
+        ion_species=_ion_species(config),
         units=config.units,
         n_resamples=config.bootstrap,
         max_size=config.refine_max_size,
@@ -520,8 +521,11 @@ def _deploy(out: Path, config: RunConfig) -> None:
     from adascale.scales.evaluate import losses_entry, sample_losses
 
     valid, test = (read_frames(out / "data" / f"{split}.extxyz") for split in ("valid", "test"))
+    ions = _ion_species(config)
     scores = {
-        name: losses_entry(sample_losses(load_model(directory), valid), valid, units=config.units, n_resamples=config.bootstrap)
+        name: losses_entry(
+            sample_losses(load_model(directory), valid), valid, units=config.units, n_resamples=config.bootstrap, ion_species=ions
+        )
         for name, directory in deployment_candidates(out, config).items()
     }
     chosen = min(scores, key=lambda name: scores[name]["all"])
@@ -534,7 +538,7 @@ def _deploy(out: Path, config: RunConfig) -> None:
     staging.rename(target)
     losses = sample_losses(load_model(target), test)
     np.save(out / "deployed_test_losses.npy", losses)
-    deployed = losses_entry(losses, test, units=config.units, n_resamples=config.bootstrap, model=chosen)
+    deployed = losses_entry(losses, test, units=config.units, n_resamples=config.bootstrap, ion_species=ions, model=chosen)
     selection = {name: {subset: entry[subset] for subset in SUBSETS} for name, entry in scores.items()}
     write_json(
         out / DEPLOY_JSON, {"model": chosen, "chosen_on": "validation force MAE, all atoms", "valid": selection, "test": deployed}

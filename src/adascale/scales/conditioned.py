@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from adascale.data.frames import Frame
+from adascale.data.regimes import DEFAULT_ION_SPECIES
 from adascale.models.inference import module_forces, predict, scale_grid_forces
 from adascale.predictions import PredictionSet
 from adascale.scales.analysis import analyze, refine
@@ -29,12 +30,21 @@ GRID: tuple[float, ...] = tuple(k / 8 for k in range(9))
 SCALE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def grid_predictions(model, frames: Sequence[Frame], grid: Sequence[float] = GRID, *, path: object = None) -> PredictionSet:
+def grid_predictions(
+    model,
+    frames: Sequence[Frame],
+    grid: Sequence[float] = GRID,
+    *,
+    path: object = None,
+    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
+) -> PredictionSet:
     """The model at each grid scale as the anchors of a PredictionSet (scales = ``grid``)."""
     outputs = scale_grid_forces(model, frames, grid, path=path)
     for output in outputs:
         output.latent = None  # the trunk's latents at nine scales are not needed downstream
-    predictions = predict(frames, outputs, path=path, metadata={"data": str(path), "model": model.kind})
+    predictions = predict(
+        frames, outputs, path=path, metadata={"data": str(path), "model": model.kind, "ion_species": list(ion_species)}
+    )
     predictions.scales = np.asarray(grid, dtype=float)
     return predictions
 
@@ -74,6 +84,7 @@ def analyze_conditioned(
     max_size: int = 9,
     tol: float = 1e-3,
     paths: tuple[object, object] = (None, None),
+    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
 ) -> dict:
     """The scale report of a scale-conditioned model: fitted on ``valid_frames``, reported on ``test_frames``.
 
@@ -81,8 +92,8 @@ def analyze_conditioned(
     ``refinement`` from {0, 1}, and with ``with_router`` the method ``router`` and
     ``scale_distribution`` of the routed scales.
     """
-    valid = grid_predictions(model, valid_frames, grid, path=paths[0])
-    test = grid_predictions(model, test_frames, grid, path=paths[1])
+    valid = grid_predictions(model, valid_frames, grid, path=paths[0], ion_species=ion_species)
+    test = grid_predictions(model, test_frames, grid, path=paths[1], ion_species=ion_species)
     report = analyze(test, fit=valid, fit_label="validation set", units=units, n_resamples=n_resamples)
     refined = refine(
         test,

@@ -33,9 +33,15 @@ def frames_masks(frames: Sequence[Frame], ion_species: tuple[int, ...] = DEFAULT
 
 
 def losses_entry(
-    losses: np.ndarray, frames: Sequence[Frame], *, units: str = "kJ/mol/nm", n_resamples: int = DEFAULT_RESAMPLES, **extra
+    losses: np.ndarray,
+    frames: Sequence[Frame],
+    *,
+    units: str = "kJ/mol/nm",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    ion_species: tuple[int, ...] = DEFAULT_ION_SPECIES,
+    **extra,
 ) -> dict:
     """A ``methods`` entry (MAE per subset in ``units``, 95 % frame-bootstrap CI) of per-sample ``losses`` (N,) eV/Å."""
-    masks, frame_index = frames_masks(frames)
+    masks, frame_index = frames_masks(frames, ion_species)
     bootstrap = FrameBootstrap(frame_index, masks, n_resamples=n_resamples)
     return method_entry(losses, masks, bootstrap=bootstrap, factor=force_unit_factor(units), **extra)
