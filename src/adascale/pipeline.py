@@ -522,18 +522,19 @@ def _deploy(out: Path, config: RunConfig) -> None:
 
     valid, test = (read_frames(out / "data" / f"{split}.extxyz") for split in ("valid", "test"))
     ions = _ion_species(config)
+    candidates = deployment_candidates(out, config)
     scores = {
         name: losses_entry(
             sample_losses(load_model(directory), valid), valid, units=config.units, n_resamples=config.bootstrap, ion_species=ions
         )
-        for name, directory in deployment_candidates(out, config).items()
+        for name, directory in candidates.items()
     }
     chosen = min(scores, key=lambda name: scores[name]["all"])
     staging, target = out / ".deployed.tmp", out / DEPLOYED_DIR
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     for name in (MODEL_FILE, WEIGHTS_FILE):
-        shutil.copy2(deployment_candidates(out, config)[chosen] / name, staging / name)
+        shutil.copy2(candidates[chosen] / name, staging / name)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     losses = sample_losses(load_model(target), test)
