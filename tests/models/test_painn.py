@@ -38,7 +38,7 @@ def test_energy_statistics_shift_each_species():
 
 def test_envelope_is_smooth_and_vanishes_at_the_cutoff():
     r = torch.tensor([0.0, 2.0, 3.0 - 1e-7, 3.0, 4.0], dtype=torch.float64, requires_grad=True)
-    u = polynomial_envelope(r, 3.0)
+    u = polynomial_envelope(r / 3.0)
     (du,) = torch.autograd.grad(u.sum(), r, create_graph=True)
     (d2u,) = torch.autograd.grad(du.sum(), r)
     assert float(u[0]) == 1.0

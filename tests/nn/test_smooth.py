@@ -67,7 +67,7 @@ def test_switch():
 @pytest.mark.parametrize("exponent", [5, 6])
 def test_polynomial_envelope(exponent):
     cutoff = 4.0
-    f = lambda r: polynomial_envelope(r, cutoff, exponent)  # noqa: E731
+    f = lambda r: polynomial_envelope(r / cutoff, exponent)  # noqa: E731
     assert gradcheck(f, (grid(0.1, 4.5).requires_grad_(True),))
     r = torch.tensor([0.0, 4.0, 4.5], dtype=F64)
     torch.testing.assert_close(f(r), torch.tensor([1.0, 0.0, 0.0], dtype=F64))
@@ -78,8 +78,8 @@ def test_polynomial_envelope(exponent):
 def test_polynomial_envelope_is_smooth_in_a_per_edge_cutoff():
     r = grid(1.0, 3.0, 9)
     cutoff = torch.full_like(r, 3.5).requires_grad_(True)
-    assert gradcheck(lambda c: polynomial_envelope(r, c), (cutoff,))
-    assert_c2_at(lambda c: polynomial_envelope(torch.full_like(c, 2.0), c), [2.0], scale=10.0)
+    assert gradcheck(lambda c: polynomial_envelope(r / c), (cutoff,))
+    assert_c2_at(lambda c: polynomial_envelope(torch.full_like(c, 2.0) / c), [2.0], scale=10.0)
 
 
 @pytest.mark.parametrize("delta", [0.05, 0.2])

@@ -39,9 +39,9 @@ def _root(
 
 
 def _register_verbs() -> None:
-    from adascale.cli import data, deploy, run, scales, train
+    from adascale.cli import data, deploy, export, run, scales, train
 
-    for module in (data, train, scales, deploy, run):
+    for module in (data, train, scales, deploy, export, run):
         module.register(app)
 
 

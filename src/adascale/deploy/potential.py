@@ -26,7 +26,7 @@ Two modes for a mixture:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -100,7 +100,7 @@ class Potential:
         strain = torch.zeros(3, 3, dtype=self.dtype, requires_grad=stress)
         if stress:
             deform = torch.eye(3, dtype=self.dtype) + 0.5 * (strain + strain.T)
-            batch = replace(batch, positions=positions @ deform, cell=batch.cell @ deform)
+            batch = batch.with_positions(positions @ deform, batch.cell @ deform)
 
         if self.mode == "force_mixing":
             atom_energy, forces = self._force_mixing(batch, positions)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
+from adascale.models.batch import AtomsBatch
 
 N_ELEMENTS = 119
 
@@ -48,6 +49,10 @@ class Branch(nn.Module):
         """Constructor arguments (JSON-serialisable) that rebuild this branch; subclasses extend it."""
         return {"kind": self.kind, "species": self.species, "cutoff": self.cutoff}
 
+    def interaction_range(self) -> float:
+        """Å: how far an atom's energy reaches (its receptive field); what MD engines decomposing space need."""
+        return self.cutoff
+
     @classmethod
     def from_config(cls, settings: dict, build) -> Branch:
         """Rebuild from :meth:`config` without its kind; ``build`` builds nested configs (mixtures use it)."""
@@ -55,11 +60,12 @@ class Branch(nn.Module):
 
     def species_index(self, numbers: Tensor) -> Tensor:
         """(n,) atomic numbers -> (n,) indices into ``species``; unknown species raise AdaScaleError."""
-        index = self.species_table[numbers.clamp(0, N_ELEMENTS - 1)]
-        unknown = (index < 0) | (numbers < 0) | (numbers >= N_ELEMENTS)
+        n_elements = self.species_table.shape[0]  # N_ELEMENTS (TorchScript reads no module-level ints)
+        index = self.species_table[numbers.clamp(0, n_elements - 1)]
+        unknown = (index < 0) | (numbers < 0) | (numbers >= n_elements)
         if bool(unknown.any()):
-            bad = sorted({int(z) for z in numbers[unknown].tolist()})
-            raise AdaScaleError(f"atomic number(s) {bad} unknown to this branch (trained on species {self.species})")
+            bad: list[int] = torch.unique(numbers[unknown]).tolist()
+            raise AdaScaleError(f"atomic number(s) {bad} unknown to this model (trained on species {self.species})")
         return index
 
     def set_energy_statistics(self, shift: Sequence[float] | np.ndarray, scale: float) -> None:
@@ -76,11 +82,12 @@ class Branch(nn.Module):
         """(n,) network outputs -> (n,) eV: shift[species] + scale * raw."""
         return self.energy_shift[species_index] + self.energy_scale * raw
 
-    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+    def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """((n,) eV per atom including species shifts, (n, F) invariant latent features)."""
         raise NotImplementedError
 
-    def forward(self, batch) -> dict[str, Tensor]:
+    @torch.jit.unused  # Python only; exported models call atom_energies (the engine takes the gradient)
+    def forward(self, batch: AtomsBatch) -> dict[str, Tensor]:
         """Energies (B,) eV, forces (n, 3) eV/Å = -dE/dR, atom energies (n,) eV, features (n, F).
 
         In training mode the force graph is kept (create_graph) so a force loss can be

@@ -10,35 +10,57 @@ Neighbour lists come from vesin (through :mod:`adascale.data.neighbours`) and ar
 only thing precomputed: edge vectors are recomputed from ``positions`` on every call so
 that forces (and cell derivatives) flow through them by autograd. A list built at the
 largest cutoff serves every smaller one through :meth:`AtomsBatch.within`.
+
+The class is TorchScript-compatible (a plain class with an explicit ``__init__``, no
+dataclass machinery): the models take it inside their energy, and ``adascale export``
+compiles them. The numpy-side constructors are static methods that TorchScript skips
+(``torch.jit.unused``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
 
-@dataclass
 class AtomsBatch:
-    """Frames as flat tensors; shapes use n atoms, B frames, E edges."""
+    """Frames as flat tensors; shapes use n atoms, B frames, E edges.
 
-    numbers: Tensor  # (n,) long atomic numbers
-    positions: Tensor  # (n, 3) Å; forces are taken against this tensor
-    cell: Tensor  # (B, 3, 3) Å, rows are lattice vectors (zeros for a molecule)
-    pbc: Tensor  # (B, 3) bool
-    frame_index: Tensor  # (n,) long, frame of each atom
-    edge_index: Tensor  # (2, E) long, [centre i, neighbour j]
-    shifts: Tensor  # (E, 3) integer cell shifts stored in the float dtype
-    n_frames: int
-    cutoff: float  # Å, the radius the edge list was built at
+    numbers (n,) long atomic numbers; positions (n, 3) Å (forces are taken against this
+    tensor); cell (B, 3, 3) Å, rows are lattice vectors (zeros for a molecule); pbc (B, 3)
+    bool; frame_index (n,) long, frame of each atom (a frame's atoms are contiguous);
+    edge_index (2, E) long, [centre i, neighbour j]; shifts (E, 3) integer cell shifts in
+    the float dtype; n_frames B; cutoff Å, the radius the edge list was built at.
+    """
 
-    @classmethod
+    def __init__(
+        self,
+        numbers: Tensor,
+        positions: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        frame_index: Tensor,
+        edge_index: Tensor,
+        shifts: Tensor,
+        n_frames: int,
+        cutoff: float,
+    ) -> None:
+        self.numbers = numbers
+        self.positions = positions
+        self.cell = cell
+        self.pbc = pbc
+        self.frame_index = frame_index
+        self.edge_index = edge_index
+        self.shifts = shifts
+        self.n_frames = n_frames
+        self.cutoff = cutoff
+
+    @staticmethod
+    @torch.jit.unused
     def from_frames(
-        cls,
         frames: Sequence,
         cutoff: float,
         *,
@@ -46,11 +68,11 @@ class AtomsBatch:
         device: str | torch.device = "cpu",
     ) -> AtomsBatch:
         """Batch ``adascale.data.frames.Frame`` objects, building each neighbour list with vesin."""
-        return cls.concatenate([cls.from_frame(frame, cutoff, dtype=dtype, device=device) for frame in frames])
+        return AtomsBatch.concatenate([AtomsBatch.from_frame(frame, cutoff, dtype=dtype, device=device) for frame in frames])
 
-    @classmethod
+    @staticmethod
+    @torch.jit.unused
     def from_frame(
-        cls,
         frame,
         cutoff: float,
         *,
@@ -68,7 +90,7 @@ class AtomsBatch:
         pairs = neighbours if neighbours is not None else neighbour_list(frame, cutoff)
         edge_index = np.stack([np.asarray(pairs.i), np.asarray(pairs.j)])
         n = len(frame.numbers)
-        return cls(
+        return AtomsBatch(
             numbers=torch.as_tensor(np.asarray(frame.numbers, dtype=np.int64), device=device),
             positions=torch.as_tensor(np.asarray(frame.positions), dtype=dtype, device=device),
             cell=torch.as_tensor(np.asarray(frame.cell), dtype=dtype, device=device).reshape(1, 3, 3),
@@ -80,8 +102,9 @@ class AtomsBatch:
             cutoff=float(cutoff),
         )
 
-    @classmethod
-    def concatenate(cls, batches: Sequence[AtomsBatch]) -> AtomsBatch:
+    @staticmethod
+    @torch.jit.unused
+    def concatenate(batches: Sequence[AtomsBatch]) -> AtomsBatch:
         """Join batches (atoms, frames and edges) into one; all must share the cutoff."""
         if not batches:
             raise ValueError("cannot concatenate an empty list of batches")
@@ -90,7 +113,7 @@ class AtomsBatch:
             raise ValueError(f"batches built at different cutoffs {sorted(cutoffs)}; filter them with within() first")
         atom_offsets = np.cumsum([0] + [len(b.numbers) for b in batches[:-1]])
         frame_offsets = np.cumsum([0] + [b.n_frames for b in batches[:-1]])
-        return cls(
+        return AtomsBatch(
             numbers=torch.cat([b.numbers for b in batches]),
             positions=torch.cat([b.positions for b in batches]),
             cell=torch.cat([b.cell for b in batches]),
@@ -108,7 +131,7 @@ class AtomsBatch:
 
     def edge_vectors(self) -> Tensor:
         """(E, 3) Å vectors r_ij, differentiable with respect to ``positions`` and ``cell``."""
-        centre, neighbour = self.edge_index
+        centre, neighbour = self.edge_index[0], self.edge_index[1]
         if self.n_frames == 1:  # MD: one cell, one (E, 3) x (3, 3) product instead of a per-edge gather (2.5x faster)
             offsets = self.shifts @ self.cell[0]
         else:
@@ -120,16 +143,53 @@ class AtomsBatch:
         """The same atoms with edges filtered to ``cutoff`` (Å); a no-op at or above the list's cutoff."""
         if cutoff >= self.cutoff:
             return self
+        keep = self.edges_shorter_than(cutoff)
+        return AtomsBatch(
+            self.numbers,
+            self.positions,
+            self.cell,
+            self.pbc,
+            self.frame_index,
+            self.edge_index[:, keep],
+            self.shifts[keep],
+            self.n_frames,
+            float(cutoff),
+        )
+
+    def edges_shorter_than(self, cutoff: float) -> Tensor:
+        """(E,) bool: edges shorter than ``cutoff`` (Å), without recording gradients.
+
+        Its own method: TorchScript (torch 2.13) fails on a ``no_grad`` block in a method with an early return.
+        """
         with torch.no_grad():
             keep = torch.linalg.vector_norm(self.edge_vectors(), dim=1) < cutoff
-        return replace(self, edge_index=self.edge_index[:, keep], shifts=self.shifts[keep], cutoff=float(cutoff))
+        return keep
 
+    @torch.jit.unused
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> AtomsBatch:
         """Move to ``device`` and/or cast the floating tensors to ``dtype``."""
-        floats = {name: getattr(self, name).to(device=device, dtype=dtype) for name in ("positions", "cell", "shifts")}
-        ints = {name: getattr(self, name).to(device=device) for name in ("numbers", "pbc", "frame_index", "edge_index")}
-        return replace(self, **floats, **ints)
+        return AtomsBatch(
+            self.numbers.to(device=device),
+            self.positions.to(device=device, dtype=dtype),
+            self.cell.to(device=device, dtype=dtype),
+            self.pbc.to(device=device),
+            self.frame_index.to(device=device),
+            self.edge_index.to(device=device),
+            self.shifts.to(device=device, dtype=dtype),
+            self.n_frames,
+            self.cutoff,
+        )
 
-    def with_positions(self, positions: Tensor) -> AtomsBatch:
-        """The same batch with other positions (n, 3), e.g. a tensor that requires grad."""
-        return replace(self, positions=positions)
+    def with_positions(self, positions: Tensor, cell: Tensor | None = None) -> AtomsBatch:
+        """The same batch with other positions (n, 3) (e.g. a tensor that requires grad) and optionally another cell (B, 3, 3)."""
+        return AtomsBatch(
+            self.numbers,
+            positions,
+            self.cell if cell is None else cell,
+            self.pbc,
+            self.frame_index,
+            self.edge_index,
+            self.shifts,
+            self.n_frames,
+            self.cutoff,
+        )

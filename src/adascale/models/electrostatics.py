@@ -34,6 +34,7 @@ import torchpme
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
+from adascale.models.batch import AtomsBatch
 from adascale.nn.smooth import switch
 
 METHODS = ("ewald", "pme")
@@ -89,17 +90,17 @@ class Electrostatics(nn.Module):
             for name, buffer in list(module.named_buffers(recurse=False, remove_duplicate=False)):
                 module.register_buffer(name, buffer, persistent=False)
 
-    def forward(self, charges: Tensor, batch, edge_vectors: Tensor, *, exclude: bool = True) -> Tensor:
+    def forward(self, charges: Tensor, batch: AtomsBatch, edge_vectors: Tensor, exclude: bool = True) -> Tensor:
         """charges (n,) e, batch an AtomsBatch, edge_vectors (E, 3) Å of its edges -> phi (n,) V.
 
         ``exclude=False`` gives plain point-charge potentials (no short-range exclusion).
         """
         distances = torch.linalg.vector_norm(edge_vectors, dim=1)
         edge_frame = batch.frame_index[batch.edge_index[0]]
-        counts = batch.atoms_per_frame().tolist()
-        starts = [sum(counts[:b]) for b in range(batch.n_frames)]
-        phi = []
-        for b, (start, count) in enumerate(zip(starts, counts)):  # a frame's atoms are contiguous
+        counts: list[int] = batch.atoms_per_frame().tolist()
+        phi: list[Tensor] = []
+        start = 0
+        for b, count in enumerate(counts):  # a frame's atoms are contiguous
             q = charges[start : start + count, None]
             positions = batch.positions[start : start + count]
             edges = edge_frame == b
@@ -112,10 +113,12 @@ class Electrostatics(nn.Module):
                 all_pairs, all_r = _all_pairs(positions)
                 phi_b = self.coulomb(q, batch.cell[b], positions, all_pairs, all_r)
             else:
-                raise AdaScaleError(
-                    f"frame {b}: electrostatics needs a fully periodic cell or a molecule, got pbc={periodic.tolist()}"
-                )
-            phi.append((phi_b - self._excluded(q, pairs, r) if exclude else phi_b)[:, 0])
+                pbc: list[bool] = periodic.tolist()
+                raise AdaScaleError(f"frame {b}: electrostatics needs a fully periodic cell or a molecule, got pbc={pbc}")
+            if exclude:
+                phi_b = phi_b - self._excluded(q, pairs, r)
+            phi.append(phi_b[:, 0])
+            start += count
         return torch.cat(phi)
 
     def _excluded(self, q: Tensor, pairs: Tensor, r: Tensor) -> Tensor:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import Tensor, nn
 
 from adascale.data.regimes import DEFAULT_ION_SPECIES
+from adascale.models.batch import AtomsBatch
 from adascale.nn.smooth import switch
 
 
@@ -63,40 +65,57 @@ class FeatureSpec:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in d.items()}
 
 
-def geometric_features(batch, spec: FeatureSpec) -> torch.Tensor:
-    """Per-atom geometric features (n, F), F = len(spec.names), differentiable in the positions.
+class GeometricFeatures(nn.Module):
+    """The features of a :class:`FeatureSpec` as a module: (n, F) per-atom features of a batch, F = len(spec.names).
 
-    batch: an :class:`adascale.models.batch.AtomsBatch` whose neighbour list reaches at
-    least ``spec.cutoff`` (pairs beyond it contribute exactly 0, so a longer list gives the
-    same features). Gradients flow to ``batch.positions`` (and ``batch.cell``).
+    A module (no parameters or buffers, so saved weights are unchanged) with the spec's numbers as
+    plain attributes, so that models built on it compile with TorchScript.
+
+    The batch's neighbour list must reach at least ``spec.cutoff`` (pairs beyond it contribute
+    exactly 0, so a longer list gives the same features). Gradients flow to ``batch.positions``
+    (and ``batch.cell``).
 
     The nearest-ion distance is the smooth minimum
     d_i = c − τ log(1 + Σ_j s(r_ij) exp((c − r_ij)/τ)) over other ions j (not i's own images),
     with c = ``spec.nearest_ion_cap``, τ = ``spec.softmin_width`` and s the switch ending at
     the cutoff: ≈ the nearest ion's distance when one is near, c when none is.
     """
-    if batch.cutoff < spec.cutoff:
-        raise ValueError(f"router features need a neighbour list of at least {spec.cutoff:g} Å, got {batch.cutoff:g} Å")
-    batch = batch.within(spec.cutoff)
-    numbers = batch.numbers
-    centre, neighbour = batch.edge_index
-    r = torch.linalg.vector_norm(batch.edge_vectors(), dim=-1)  # (E,) Å
-    n, dtype, device = len(numbers), r.dtype, r.device
-    onehot = (numbers[:, None] == torch.tensor(spec.species, device=device)).to(dtype)  # (n, S)
 
-    neighbour_onehot = onehot[neighbour]  # (E, S)
-    counts = [
-        torch.zeros(n, len(spec.species), dtype=dtype, device=device).index_add(
-            0, centre, neighbour_onehot * switch(r, radius, spec.switch_width)[:, None]
-        )
-        for radius in spec.radii
-    ]
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__()
+        self.spec = spec  # the description (Python only)
+        self.species: list[int] = list(spec.species)
+        self.ion_species: list[int] = list(spec.ion_species)
+        self.radii: list[float] = list(spec.radii)
+        self.cutoff = spec.cutoff
+        self.switch_width = spec.switch_width
+        self.softmin_width = spec.softmin_width
+        self.nearest_ion_cap = spec.nearest_ion_cap
 
-    cap, tau = spec.nearest_ion_cap, spec.softmin_width
-    is_ion = torch.isin(numbers, torch.tensor(spec.ion_species, device=device))
-    ion_pair = is_ion[neighbour] & (centre != neighbour)
-    weight = torch.where(ion_pair, switch(r, spec.cutoff, spec.switch_width) * torch.exp((cap - r) / tau), 0.0)
-    total = torch.ones(n, dtype=dtype, device=device).index_add(0, centre, weight)
-    nearest_ion = cap - tau * torch.log(total)
+    def forward(self, batch: AtomsBatch) -> Tensor:
+        if batch.cutoff < self.cutoff:
+            raise ValueError(f"router features need a neighbour list of at least {self.cutoff} Å, got {batch.cutoff} Å")
+        batch = batch.within(self.cutoff)
+        numbers = batch.numbers
+        centre, neighbour = batch.edge_index[0], batch.edge_index[1]
+        r = torch.linalg.vector_norm(batch.edge_vectors(), dim=-1)  # (E,) Å
+        n, dtype, device = numbers.shape[0], r.dtype, r.device
+        onehot = (numbers[:, None] == torch.tensor(self.species, device=device)).to(dtype)  # (n, S)
 
-    return torch.cat([onehot, nearest_ion[:, None], *counts], dim=1)
+        neighbour_onehot = onehot[neighbour]  # (E, S)
+        columns = [onehot]
+        cap, tau = self.nearest_ion_cap, self.softmin_width
+        is_ion = torch.isin(numbers, torch.tensor(self.ion_species, device=device))
+        ion_pair = is_ion[neighbour] & (centre != neighbour)
+        weight = torch.where(ion_pair, switch(r, self.cutoff, self.switch_width) * torch.exp((cap - r) / tau), 0.0)
+        total = torch.ones(n, dtype=dtype, device=device).index_add(0, centre, weight)
+        columns.append((cap - tau * torch.log(total))[:, None])  # the smooth nearest-ion distance
+        for radius in self.radii:
+            within = neighbour_onehot * switch(r, radius, self.switch_width)[:, None]
+            columns.append(torch.zeros(n, len(self.species), dtype=dtype, device=device).index_add(0, centre, within))
+        return torch.cat(columns, dim=1)
+
+
+def geometric_features(batch: AtomsBatch, spec: FeatureSpec) -> Tensor:
+    """Per-atom geometric features (n, F) of ``spec`` (see :class:`GeometricFeatures`)."""
+    return GeometricFeatures(spec)(batch)

@@ -15,11 +15,13 @@ inside its cutoff.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from adascale.models.batch import AtomsBatch
 from adascale.models.electrostatics import Electrostatics
 from adascale.models.painn import PaiNN
 
@@ -54,7 +56,11 @@ class LongRangePaiNN(PaiNN):
             "exclusion_outer": self.electrostatics.exclusion_outer,
         }
 
-    def charges(self, features: Tensor, batch) -> Tensor:
+    def interaction_range(self) -> float:
+        """Infinite: Ewald/PME sums over every periodic image."""
+        return math.inf
+
+    def charges(self, features: Tensor, batch: AtomsBatch) -> Tensor:
         """(n,) charges in e, summing to ``total_charge`` in every frame (the excess spread evenly)."""
         raw = self.species_charge[self.species_index(batch.numbers)] + self.charge_readout(features).squeeze(1)
         counts = batch.atoms_per_frame().to(raw.dtype)
@@ -62,8 +68,8 @@ class LongRangePaiNN(PaiNN):
         excess = (excess - self.total_charge) / counts
         return raw - excess[batch.frame_index]
 
-    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
-        local, features = super().atom_energies(batch)
+    def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
+        local, features = self.local_energies(batch)
         q = self.charges(features, batch)
         phi = self.electrostatics(q, batch, batch.edge_vectors())
         return local + q * phi, features

@@ -3,7 +3,7 @@
     E = Σ_i Σ_k w_ik (e_ik + c_k,Z_i),   w_i = W(router(x_i)),   F = −∂E/∂R (autograd)
 
 e_ik is branch k's energy of atom i, x_i the atom's smooth geometric features
-(:func:`adascale.models.features.geometric_features`) and the branches' latent features,
+(:class:`adascale.models.features.GeometricFeatures`) and the branches' latent features,
 c_k,Z per-branch, per-species energy offsets. Forces come from the whole energy, so they
 include the router's own gradient Σ_i Σ_k (e_ik + c_k,Z_i) ∂w_ik/∂R: the mixture is a
 potential and conserves energy in NVE molecular dynamics (unlike per-atom force mixing,
@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
-from adascale.models.features import FeatureSpec, geometric_features
+from adascale.models.batch import AtomsBatch
+from adascale.models.features import FeatureSpec, GeometricFeatures
 from adascale.nn.mlp import RouterNet
 from adascale.nn.smooth import anchor_weights
 
@@ -69,6 +70,7 @@ class AdaptiveMixture(Branch):
         self.branches = nn.ModuleList(branches)
         self.scales = [float(s) for s in scales]
         self.spec = spec
+        self.geometry = GeometricFeatures(spec)
         self.latent_widths = [int(w) for w in latent_widths]
         self.hidden = [int(h) for h in hidden]
         self.smoothing = float(smoothing)
@@ -100,17 +102,22 @@ class AdaptiveMixture(Branch):
         branches = [build(branch) for branch in settings.pop("branches")]
         return cls(branches, spec=FeatureSpec(**settings.pop("spec")), **settings)
 
-    def components(self, batch) -> tuple[Tensor, Tensor]:
+    def components(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """Per-branch atom energies (n, K) eV (without offsets) and router inputs (n, F).
 
         ``batch`` must reach the mixture's cutoff; each branch reads its own sub-list."""
-        energies, inputs = [], [geometric_features(batch, self.spec)]
-        for branch, width in zip(self.branches, self.latent_widths):
+        energies: list[Tensor] = []
+        inputs = [self.geometry(batch)]
+        for k, branch in enumerate(self.branches):
             energy, latent = branch.atom_energies(batch.within(branch.cutoff))
             energies.append(energy)
-            if width:
+            if self.latent_widths[k] > 0:
                 inputs.append(latent)
         return torch.stack(energies, dim=1), torch.cat(inputs, dim=1)
+
+    def interaction_range(self) -> float:
+        """The longest of the branches' ranges and the router features' reach (Å)."""
+        return max([self.geometry.cutoff] + [branch.interaction_range() for branch in self.branches])
 
     @property
     def n_branches(self) -> int:
@@ -119,7 +126,10 @@ class AdaptiveMixture(Branch):
     def weights(self, inputs: Tensor) -> Tensor:
         """(n, K) router weights from router inputs (n, F); rows sum to 1."""
         scales = torch.tensor(self.scales, dtype=inputs.dtype, device=inputs.device)
-        u = self.global_scale.expand(len(inputs)) if self.global_weight else self.router(inputs)[:, 0]
+        if hasattr(self, "global_scale"):  # TorchScript resolves hasattr when compiling: one of the two exists
+            u = self.global_scale.expand(inputs.shape[0])
+        else:
+            u = self.router(inputs)[:, 0]
         return anchor_weights(u, scales, self.smoothing)
 
     def mix(self, energies: Tensor, inputs: Tensor, numbers: Tensor) -> tuple[Tensor, Tensor]:
@@ -131,13 +141,13 @@ class AdaptiveMixture(Branch):
         """(n, K) branch atom energies plus their per-species offsets, eV: what the weights mix."""
         return energies + self.energy_offsets.T[self.species_index(numbers)]
 
-    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+    def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """((n,) mixed atom energies eV, (n, 2K) latent features: router weights, then aligned branch energies)."""
         energies, inputs = self.components(batch)
         mixed, w = self.mix(energies, inputs, batch.numbers)
         return mixed, torch.cat([w, self.aligned(energies, batch.numbers)], dim=1)
 
-    def auxiliary_loss(self, outputs: dict, batch) -> Tensor:
+    def auxiliary_loss(self, outputs: dict, batch: AtomsBatch) -> Tensor:
         """gauge_penalty x mean over atoms of sum_{k<l} w_ik w_il (e_ik - e_il)^2 (eV^2).
 
         Where an atom mixes branches k and l, the router's own force term is

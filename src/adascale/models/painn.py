@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from adascale.models.base import Branch
+from adascale.models.batch import AtomsBatch
 from adascale.nn.radial import BesselBasis
 from adascale.nn.smooth import polynomial_envelope
 
@@ -56,7 +57,7 @@ class AtomicBasis(nn.Module):
     def forward(self, radial: Tensor, unit: Tensor, edge_index: Tensor, species: Tensor) -> tuple[Tensor, Tensor]:
         """radial (E, K) enveloped basis, unit (E, 3), species (n,) indices -> s (n, F), v (n, 3, F)."""
         n, S, K, F = species.shape[0], self.n_species, self.n_basis, self.features
-        centre, neighbour = edge_index
+        centre, neighbour = edge_index[0], edge_index[1]
         slot = centre * S + species[neighbour]  # (atom, neighbour species) bins
         a0 = radial.new_zeros(n * S, K).index_add(0, slot, radial).view(n, S * K)
         a1 = radial.new_zeros(n * S, 3, K).index_add(0, slot, unit[:, :, None] * radial[:, None, :])
@@ -76,7 +77,7 @@ class Message(nn.Module):
         self.atom_net = nn.Sequential(nn.Linear(features, features), nn.SiLU(), nn.Linear(features, 3 * features))
 
     def forward(self, s: Tensor, v: Tensor, filters: Tensor, unit: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        centre, neighbour = edge_index
+        centre, neighbour = edge_index[0], edge_index[1]
         x = self.atom_net(s)[neighbour] * filters  # (E, 3F)
         ds, dv_vector, dv_direction = x.split(self.features, dim=1)
         dv = v[neighbour] * dv_vector[:, None, :] + dv_direction[:, None, :] * unit[:, :, None]  # (E, 3, F)
@@ -89,12 +90,13 @@ class Update(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         self.features = features
+        self.norm_eps = _NORM_EPS  # an attribute, since TorchScript reads no module-level floats
         self.vector_mix = nn.Linear(features, 2 * features, bias=False)
         self.atom_net = nn.Sequential(nn.Linear(2 * features, features), nn.SiLU(), nn.Linear(features, 3 * features))
 
     def forward(self, s: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         u, w = self.vector_mix(v).split(self.features, dim=2)  # (n, 3, F) each
-        norm = torch.sqrt((w * w).sum(dim=1) + _NORM_EPS)
+        norm = torch.sqrt((w * w).sum(dim=1) + self.norm_eps)
         a_vv, a_sv, a_ss = self.atom_net(torch.cat([s, norm], dim=1)).split(self.features, dim=1)
         s = s + a_sv * (u * w).sum(dim=1) + a_ss
         v = v + a_vv[:, None, :] * u
@@ -151,8 +153,12 @@ class PaiNN(Branch):
             "interaction_average_neighbours": self.interaction_average_neighbours,
         }
 
+    def interaction_range(self) -> float:
+        """The atomic basis reaches ``cutoff``, then each message layer another ``interaction_cutoff``."""
+        return self.cutoff + self.interactions * self.interaction_cutoff
+
     def representation(
-        self, batch, species_index: Tensor, radius: Tensor | None = None, embedding: Tensor | None = None
+        self, batch: AtomsBatch, species_index: Tensor, radius: Tensor | None = None, embedding: Tensor | None = None
     ) -> Tensor:
         """(n, F) invariant scalar features after all layers.
 
@@ -165,14 +171,14 @@ class PaiNN(Branch):
         r = torch.linalg.vector_norm(vectors, dim=1)
         edge_index = batch.edge_index
         if radius is None:
-            weight = polynomial_envelope(r, self.cutoff, self.envelope_exponent) / self.average_neighbours
+            weight = polynomial_envelope(r / self.cutoff, self.envelope_exponent) / self.average_neighbours
         else:
             with torch.no_grad():
                 reach = r < radius[edge_index[0]]  # edges beyond their centre's radius carry exactly 0
             edge_index, r, vectors = edge_index[:, reach], r[reach], vectors[reach]
             edge_radius = radius[edge_index[0]]
             expected = self.average_neighbours * (edge_radius / self.cutoff) ** 3
-            weight = polynomial_envelope(r, edge_radius, self.envelope_exponent) / expected
+            weight = polynomial_envelope(r / edge_radius, self.envelope_exponent) / expected
         unit = vectors / r[:, None]
         s, v = self.atomic_basis(self.radial(r) * weight[:, None], unit, edge_index, species_index)
         initial = self.species_embedding(species_index)
@@ -182,7 +188,7 @@ class PaiNN(Branch):
         if self.interaction_cutoff < self.cutoff:
             close = r < self.interaction_cutoff
             edge_index, r, unit = edge_index[:, close], r[close], unit[close]
-        weight = polynomial_envelope(r, self.interaction_cutoff, self.envelope_exponent) / self.interaction_average_neighbours
+        weight = polynomial_envelope(r / self.interaction_cutoff, self.envelope_exponent) / self.interaction_average_neighbours
         filters = self.filters(self.interaction_radial(r)) * weight[:, None]
         width = 3 * self.features
         for layer, (message, update) in enumerate(zip(self.messages, self.updates)):
@@ -190,7 +196,11 @@ class PaiNN(Branch):
             s, v = update(s, v)
         return s
 
-    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+    def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
+        return self.local_energies(batch)
+
+    def local_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
+        """PaiNN's own atom energies (n,) eV and features (n, F): what subclasses add to (TorchScript has no super())."""
         species_index = self.species_index(batch.numbers)
         features = self.representation(batch, species_index)
         return self.scaled_energies(self.readout(features).squeeze(1), species_index), features

@@ -44,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
-from adascale.models.features import FeatureSpec, geometric_features
+from adascale.models.batch import AtomsBatch
+from adascale.models.features import FeatureSpec, GeometricFeatures
 from adascale.models.long_range import LongRangePaiNN
 from adascale.nn.mlp import RouterNet
 
@@ -90,12 +91,14 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
             raise AdaScaleError(f"fixed_scale must lie in [0, 1], got {fixed_scale}")
         self.min_radius = float(min_radius)
         self.scale_mode = scale_mode
+        self.random_mix: list[float] = list(RANDOM_MIX)
         self.fixed_scale = float(fixed_scale)
         self.scale_frequencies = int(scale_embedding)
         self.scale_embedding = nn.Linear(self.scale_frequencies, self.features, bias=False)
         self.router_spec = FeatureSpec(species=tuple(self.species), ion_species=tuple(ion_species), radii=tuple(router_radii))
         if self.router_spec.cutoff > cutoff:
             raise AdaScaleError(f"router_radii reach {self.router_spec.cutoff} Å, beyond the cutoff {cutoff} Å")
+        self.router_geometry = GeometricFeatures(self.router_spec)
         self.router_hidden = [int(h) for h in router_hidden]
         self.router = RouterNet(len(self.router_spec.names), 1, self.router_hidden)
         with torch.no_grad():  # g starts at 0: every atom at fixed_scale, the router begins as the control
@@ -114,21 +117,31 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         }
 
     # ------------------------------------------------------------------ scales
-    def router_features(self, batch) -> Tensor:
+    def router_features(self, batch: AtomsBatch) -> Tensor:
         """(n, F) router inputs: one-hot, nearest-ion distance / cap, log(1 + counts); no labels."""
-        x = geometric_features(batch, self.router_spec)
-        n_species = len(self.router_spec.species)
+        x = self.router_geometry(batch)
+        n_species = len(self.router_geometry.species)
         onehot, nearest, counts = x[:, :n_species], x[:, n_species : n_species + 1], x[:, n_species + 1 :]
-        return torch.cat([onehot, nearest / self.router_spec.nearest_ion_cap, torch.log1p(counts)], dim=1)
+        return torch.cat([onehot, nearest / self.router_geometry.nearest_ion_cap, torch.log1p(counts)], dim=1)
 
-    def atom_scales(self, batch) -> Tensor:
+    def atom_scales(self, batch: AtomsBatch) -> Tensor:
         """(n,) scale of every atom in [0, 1], by ``scale_mode`` (see the module docstring)."""
         n, dtype, device = len(batch.numbers), batch.positions.dtype, batch.positions.device
         if self.scale_mode == "router":
             return torch.sigmoid(self.router(self.router_features(batch))[:, 0] + _logit(self.fixed_scale))
         if self.scale_mode == "random" and self.training:
-            return _random_scales(batch.frame_index, batch.n_frames, dtype, device)
+            return self.random_scales(batch.frame_index, batch.n_frames, batch.positions)
         return torch.full((n,), self.fixed_scale, dtype=dtype, device=device)
+
+    def random_scales(self, frame_index: Tensor, n_frames: int, positions: Tensor) -> Tensor:
+        """(n,) training scales in the dtype of ``positions``: per frame a pattern drawn from RANDOM_MIX
+        (torch's global generator)."""
+        dtype, device = positions.dtype, positions.device
+        pattern = torch.multinomial(torch.tensor(self.random_mix), n_frames, replacement=True).to(device)[frame_index]
+        per_atom = torch.rand(frame_index.shape[0], dtype=dtype, device=device)
+        per_frame = torch.rand(n_frames, dtype=dtype, device=device)[frame_index]
+        constant = torch.where(pattern == 2, torch.zeros_like(per_atom), torch.ones_like(per_atom))
+        return torch.where(pattern == 0, per_atom, torch.where(pattern == 1, per_frame, constant))
 
     @contextmanager
     def at_scale(self, scale: float) -> Iterator[ScaleConditionedPaiNN]:
@@ -146,7 +159,7 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         k = torch.arange(self.scale_frequencies, dtype=scales.dtype, device=scales.device)
         return self.scale_embedding(torch.cos(math.pi * scales[:, None] * k))
 
-    def energies_at(self, batch, scales: Tensor) -> tuple[Tensor, Tensor]:
+    def energies_at(self, batch: AtomsBatch, scales: Tensor) -> tuple[Tensor, Tensor]:
         """Atom energies (n,) eV and features (n, F) with atom i at scale ``scales[i]``."""
         species_index = self.species_index(batch.numbers)
         radius = self.min_radius + scales * (self.cutoff - self.min_radius)
@@ -158,7 +171,7 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         phi = self.electrostatics(q, batch, batch.edge_vectors())
         return energy + scales * q * phi, features
 
-    def atom_energies(self, batch) -> tuple[Tensor, Tensor]:
+    def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """The branch interface: energies at :meth:`atom_scales`; the scales join the features (last column)."""
         scales = self.atom_scales(batch)
         energy, features = self.energies_at(batch, scales)
@@ -168,15 +181,3 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
 def _logit(p: float, eps: float = 1e-3) -> float:
     p = min(max(p, eps), 1.0 - eps)
     return math.log(p / (1.0 - p))
-
-
-def _random_scales(frame_index: Tensor, n_frames: int, dtype: torch.dtype, device) -> Tensor:
-    """(n,) training scales: per frame a pattern drawn from RANDOM_MIX (torch's global generator)."""
-    pattern = torch.multinomial(torch.tensor(RANDOM_MIX), n_frames, replacement=True).to(device)[frame_index]
-    per_atom = torch.rand(len(frame_index), dtype=dtype, device=device)
-    per_frame = torch.rand(n_frames, dtype=dtype, device=device)[frame_index]
-    return torch.where(
-        pattern == 0,
-        per_atom,
-        torch.where(pattern == 1, per_frame, torch.where(pattern == 2, torch.zeros_like(per_atom), torch.ones_like(per_atom))),
-    )

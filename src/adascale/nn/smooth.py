@@ -17,15 +17,17 @@ def switch(r: Tensor, outer: float, width: float) -> Tensor:
     return 1.0 - x * x * x * (x * (6.0 * x - 15.0) + 10.0)
 
 
-def polynomial_envelope(r: Tensor, cutoff: float | Tensor, exponent: int = 6) -> Tensor:
-    """(E,) smooth cutoff factor: 1 at r=0, 0 with zero first and second derivatives at r >= cutoff.
+def polynomial_envelope(x: Tensor, exponent: int = 6) -> Tensor:
+    """(E,) smooth cutoff factor of reduced distances x = r / r_c: 1 at x = 0, 0 with zero first and
+    second derivatives at x >= 1.
 
-    ``cutoff`` may be a tensor (E,) of per-edge radii: the factor is then smooth (C2) in them too.
+    Taking x rather than (r, r_c) lets r_c be a float or a tensor (E,) of per-edge radii alike (the
+    factor is then C2 in them too, by the chain rule) while TorchScript sees one type.
     """
-    x = (r / cutoff).clamp(max=1.0)
     p = exponent
-    value = 1.0 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x ** (p + 1) - p * (p + 1) / 2 * x ** (p + 2)
-    return torch.where(r < cutoff, value, torch.zeros_like(value))
+    xc = x.clamp(max=1.0)
+    value = 1.0 - (p + 1) * (p + 2) / 2 * xc**p + p * (p + 2) * xc ** (p + 1) - p * (p + 1) / 2 * xc ** (p + 2)
+    return torch.where(x < 1.0, value, torch.zeros_like(value))
 
 
 def smooth_clamp(x: Tensor, smoothing: float) -> Tensor:
