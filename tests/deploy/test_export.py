@@ -174,3 +174,16 @@ def test_export_verb_writes_a_loadable_file_and_refuses_bad_arguments(tmp_path):
     assert "is a run directory" in str(run_dir.exception)
     no_deployed = CliRunner().invoke(app, ["export", "--run", str(tmp_path / "run"), "--out", str(out)])
     assert "has no deployed model" in str(no_deployed.exception)
+
+
+def test_exported_model_gives_energies_of_selected_atoms(mixture, periodic_frame, tmp_path):
+    """Domain decomposition asks for some atoms only: their per-atom energies, or the sum of them."""
+    exported = load_atomistic_model(str(export_model(mixture, tmp_path / "model.pt", dtype="float64")))
+    system = _system_with_neighbours(periodic_frame, exported.requested_neighbor_lists()[0])
+    reference = AdaScaleCalculator(mixture, dtype="float64").get_potential_energies(periodic_frame.to_atoms())
+    chosen = Labels(["system", "atom"], torch.tensor([[0, 1], [0, 5], [0, 17]], dtype=torch.int32))
+    per_atom = exported.module([system], {"energy": ModelOutput(unit="eV", sample_kind="atom")}, chosen)["energy"].block()
+    assert per_atom.samples.values.tolist() == [[0, 1], [0, 5], [0, 17]]
+    np.testing.assert_allclose(per_atom.values[:, 0].numpy(), reference[[1, 5, 17]], rtol=1e-10)
+    total = exported.module([system], {"energy": ModelOutput(unit="eV", sample_kind="system")}, chosen)["energy"].block()
+    assert float(total.values) == pytest.approx(reference[[1, 5, 17]].sum(), rel=1e-10)
