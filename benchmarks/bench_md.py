@@ -9,7 +9,10 @@ testbed) it times NVE steps with rigid water at 1 fs and prints steps/s and ns/d
 * the deployed model inside OpenMM (``openmm.PythonForce``, SETTLE);
 * the exported metatomic file through metatomic's ASE calculator, where an export exists;
 * the reference force field (SPC/E + Joung-Cheatham, PME 0.9 nm) in OpenMM on the CPU;
-* MACE's ASE calculator, only if mace-torch is installed and ``--mace`` names a model.
+* MACE's ASE calculator (``pip install adascale[bench]`` for mace-torch), at the first size only:
+  a ``--mace`` model file, or else two MACE models built here (32 channels, max_L 1, 2
+  interactions, r_max 6.0 and 3.5 Å, float32) with random weights: a speed row, not an
+  accuracy one (the time per step does not depend on the weights).
 
 Then, at the first size: the NVE energy drift of the deployed model in float32 and float64
 (``--drift-steps`` each) and, with ``--npt-steps``, an NPT density (OpenMM, 300 K, 1 bar)
@@ -129,12 +132,66 @@ def exported_calculator(path: str | None):
     return MetatomicCalculator(path, device="cpu")
 
 
-def mace_calculator(path: str | None):
-    if not path or importlib.util.find_spec("mace") is None:
-        return None
+#: The benchmark's small MACE, as in ``mace_train.py``: 32x0e+32x1o (32 channels, max_L 1), 2 interactions,
+#: and mace_run_train's defaults for the rest of ``--model=MACE``.
+MACE_R_MAX = (6.0, 3.5)
+
+
+def built_mace(atoms, r_max: float):
+    """A float32 ScaleShiftMACE for the species of ``atoms`` with random weights (for timing only).
+
+    Built as ``mace_run_train --model=MACE --num_channels=32 --max_L=1 --num_interactions=2`` would
+    build it; the average neighbour count is the frame's own at ``r_max``.
+    """
+    import torch
+    from e3nn import o3
+    from mace import modules
+
+    from adascale.data.frames import Frame
+    from adascale.data.neighbours import neighbour_list
+
+    species = sorted(set(atoms.numbers.tolist()))
+    frame = Frame(atoms.numbers, atoms.positions, np.asarray(atoms.cell), np.asarray(atoms.pbc), None, None)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = modules.ScaleShiftMACE(
+            r_max=r_max,
+            num_bessel=8,
+            num_polynomial_cutoff=5,
+            max_ell=3,
+            interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+            interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+            num_interactions=2,
+            num_elements=len(species),
+            hidden_irreps=o3.Irreps("32x0e+32x1o"),
+            MLP_irreps=o3.Irreps("16x0e"),
+            atomic_energies=np.zeros(len(species)),
+            avg_num_neighbors=len(neighbour_list(frame, r_max)) / len(atoms),
+            atomic_numbers=species,
+            correlation=3,
+            gate=torch.nn.functional.silu,
+            atomic_inter_scale=1.0,
+            atomic_inter_shift=0.0,
+        )
+    return model.float().eval()
+
+
+def mace_calculators(path: str | None, atoms) -> dict:
+    """{row name: MACE's ASE calculator}: the ``--mace`` file, or random-weight MACEs built here; {} without mace-torch."""
+    if importlib.util.find_spec("mace") is None:
+        return {}
     from mace.calculators import MACECalculator
 
-    return MACECalculator(model_paths=path, device="cpu", default_dtype="float32")
+    if path:
+        return {
+            f"MACE {Path(path).name}, ASE + RigidWater": MACECalculator(model_paths=path, device="cpu", default_dtype="float32")
+        }
+    return {
+        f"MACE r_max {r_max:g} A (random weights), ASE + RigidWater": MACECalculator(
+            models=built_mace(atoms, r_max), device="cpu", default_dtype="float32"
+        )
+        for r_max in MACE_R_MAX
+    }
 
 
 def drift(atoms, model_dir: str, dtype: str, steps: int) -> dict:
@@ -178,7 +235,9 @@ def main() -> None:
     parser.add_argument("--long-range", required=True, help="the long-range branch directory (the speed reference)")
     parser.add_argument("--data", required=True, help="frames; the first is the 748-atom system")
     parser.add_argument("--exported", default=None, help="an `adascale export` file, timed through metatomic-ase")
-    parser.add_argument("--mace", default=None, help="a MACE model file (only if mace-torch is installed)")
+    parser.add_argument(
+        "--mace", default=None, help="a MACE model file (default: random-weight MACEs built here, if mace-torch is installed)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps at the small size (a quarter at the large one)")
     parser.add_argument("--drift-steps", type=int, default=0, help="NVE steps per dtype for the drift (0: skip)")
     parser.add_argument("--npt-steps", type=int, default=0, help="OpenMM NPT steps of 2 fs for the density (0: skip)")
@@ -216,9 +275,9 @@ def main() -> None:
         exported = exported_calculator(args.exported)
         if exported is not None:
             engines["deployed, exported metatomic (metatomic-ase)"] = lambda a, s, c=exported: time_ase(a, c, s)
-        mace = mace_calculator(args.mace)
-        if mace is not None:
-            engines["MACE, ASE + RigidWater"] = lambda a, s, c=mace: time_ase(a, c, s)
+        if n == len(frame):  # MACE at 6 Å runs at ~370 atoms/s: the large size would take minutes per step
+            for name, calculator in mace_calculators(args.mace, atoms).items():
+                engines[name] = lambda a, s, c=calculator: time_ase(a, c, s)
         for name, timer in engines.items():
             rate = timer(atoms, steps)
             rows.append({"engine": name, "atoms": n, "steps_per_s": rate, "ns_per_day_1fs": ns_per_day(rate, 1.0)})
@@ -226,8 +285,10 @@ def main() -> None:
     result = {"rows": rows, "threads": THREADS, "model": args.model, "long_range": args.long_range, "data": args.data}
     if args.exported is None:
         result["exported"] = "not timed: no --exported file"
-    if mace_calculator(args.mace) is None:
-        result["mace"] = "not timed: mace-torch not installed or no --mace model"
+    if importlib.util.find_spec("mace") is None:
+        result["mace"] = "not timed: mace-torch not installed (pip install adascale[bench])"
+    elif args.mace is None:
+        result["mace"] = "random weights, built here (speed only): 32x0e+32x1o, 2 interactions, float32, first size only"
     if args.drift_steps:
         result["drift"] = [drift(frame, args.model, dtype, args.drift_steps) for dtype in ("float32", "float64")]
         for row in result["drift"]:

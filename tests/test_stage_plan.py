@@ -153,3 +153,12 @@ def test_user_data_is_keyed_by_its_content_not_its_path(tmp_path):
     assert reran(tmp_path / "run", with_setting(BASE, "data", {"file": str(copy)})) == []
     first.write_text("frames v2")
     assert reran(tmp_path / "run", config) == ALL[1:]
+
+
+def test_the_mixture_router_radii_rule_enters_the_mixture_key(tmp_path, monkeypatch):
+    """The default router radii are not a run setting but a rule of fit_mixture: changing it must refit."""
+    from adascale.deploy import fit_mixture
+
+    assert reran(tmp_path, BASE) == ALL
+    monkeypatch.setattr(fit_mixture, "FEATURE_RADII_FRACTIONS", (0.5, 1.0))
+    assert reran(tmp_path, BASE) == ["mixture", "deploy", "report"]

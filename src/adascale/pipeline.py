@@ -219,6 +219,7 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
     A training stage holds its resolved training config (so editing a config YAML it names
     retrains it). ``threads`` enters no stage: it changes speed, not results.
     """
+    from adascale.deploy.fit_mixture import FEATURE_RADII_FRACTIONS
     from adascale.training.config import load_config
 
     stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
@@ -249,6 +250,7 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
                 "finetune_minutes": config.mixture_finetune_minutes,
                 "finetune_epochs": config.mixture_finetune_epochs,
                 "finetune_frames": config.mixture_finetune_frames,
+                "feature_radii_fractions": list(FEATURE_RADII_FRACTIONS),  # of the largest branch cutoff
                 **stats,
             },
             after=("split", *trained),

@@ -38,6 +38,14 @@ def frames():
     return out
 
 
+def test_default_router_radii_stay_within_the_branches_so_one_list_serves_all(frames):
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=None))
+    assert mixture.spec.radii == (2.0, 3.0, 4.0)  # fractions 0.5, 0.75, 1 of the 4 Å long-range branch
+    assert mixture.cutoff == max(branch.cutoff for branch in mixture.branches) == 4.0
+    wider = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=(2.5, 5.0)))
+    assert wider.spec.radii == (2.5, 5.0) and wider.cutoff == 5.0  # an explicit choice is kept
+
+
 def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(frames):
     mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY)
     predictions, mixed = evaluate_frames(mixture, frames[:2])

@@ -7,6 +7,7 @@ import pytest
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixBondLengths
+from ase.geometry import find_mic
 from ase.io import read, write
 from tiny_models import make_branches
 from typer.testing import CliRunner
@@ -254,3 +255,24 @@ def test_import_adascale_stays_light():
     code = "import adascale, sys; adascale.RigidWater; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # RigidWater needs numpy and ASE only
+
+
+def test_rigid_water_projects_float32_forces_where_fix_bond_lengths_cannot():
+    """MACE's calculator returns float32 forces: FixBondLengths' 1e-13 tolerance is out of reach in
+    float32 and it raises; RigidWater projects them in float64 and writes the result back."""
+    atoms = water_ion_frame(12, 2, 8.5, seed=3, spacing_jitter=0.1).to_atoms()
+    atoms.wrap()
+    forces = np.random.default_rng(1).normal(scale=0.5, size=atoms.positions.shape)
+    mine = adascale.RigidWater(atoms)
+    with pytest.raises(RuntimeError, match="Did not converge"):
+        FixBondLengths(mine.pairs).adjust_forces(atoms, forces.astype(np.float32))
+    exact, single = forces.copy(), forces.astype(np.float32)
+    mine.adjust_forces(atoms, exact)
+    mine.adjust_forces(atoms, single)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, exact, atol=1e-6)
+    a, b = mine.pairs.T
+    bonds = find_mic(atoms.positions[a] - atoms.positions[b], atoms.cell, atoms.pbc)[0]
+    masses = atoms.get_masses()[:, None]
+    rate = np.einsum("pc,pc->p", exact[a] / masses[a] - exact[b] / masses[b], bonds)
+    assert np.abs(rate).max() < 1e-10  # the projected accelerations keep every bond length fixed

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from ase.io import read
-from tiny_models import make_mixture
+from tiny_models import TINY, make_mixture
 
 from adascale.data.frames import Frame, read_frames, write_frames
 from adascale.deploy.calculator import AdaScaleCalculator
@@ -24,6 +26,34 @@ class TestMixtureBranchChecks(BranchChecks):
 
     def make_branch(self):
         return make_mixture()
+
+
+def _default_radii_mixture() -> AdaptiveMixture:
+    """A mixture at the default router radii (here 2, 3, 4 Å: within the 4 Å branch, so one list
+    serves it), its router's last layer scaled down so that nearly every atom mixes both branches
+    and the router's own gradient is in nearly every force."""
+    mixture = make_mixture(settings=replace(TINY, feature_radii=None))
+    with torch.no_grad():
+        last = mixture.router.mlp[-1]
+        last.weight.mul_(0.03)
+        last.bias.fill_(0.5)
+    return mixture
+
+
+class TestDefaultRadiiMixtureBranchChecks(BranchChecks):
+    """The same checks for a mixture with the default router radii."""
+
+    separable = False
+
+    def make_branch(self):
+        return _default_radii_mixture()
+
+
+def test_default_radii_mixture_mixes_nearly_every_atom(periodic_frame):
+    mixture = _default_radii_mixture()
+    assert mixture.spec.cutoff == mixture.cutoff == 4.0
+    weights = mixture.weights(mixture.components(_batch(mixture, periodic_frame))[1]).detach()[:, 0]
+    assert float(((weights > 0.01) & (weights < 0.99)).double().mean()) > 0.9
 
 
 def _batch(mixture, frame):

@@ -24,10 +24,10 @@ def make_branches(seed: int = 0) -> list:
     return [local.double().eval(), long_range.double().eval()]
 
 
-def make_mixture(seed: int = 0) -> AdaptiveMixture:
+def make_mixture(seed: int = 0, settings: MixtureSettings = TINY) -> AdaptiveMixture:
     """A mixture whose router and offsets are random but far from uniform, so that the router's
     own gradient is a large part of the forces."""
-    mixture = build_mixture(make_branches(seed), [0.0, 1.0], water_ion_frame(6, 1, 8.5, seed=0), TINY)
+    mixture = build_mixture(make_branches(seed), [0.0, 1.0], water_ion_frame(6, 1, 8.5, seed=0), settings)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in mixture.router.parameters():
