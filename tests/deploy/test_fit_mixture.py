@@ -40,7 +40,7 @@ def frames():
 
 def test_default_router_radii_stay_within_the_branches_so_one_list_serves_all(frames):
     mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=None))
-    assert mixture.spec.radii == (2.0, 3.0, 4.0)  # fractions 0.5, 0.75, 1 of the 4 Å long-range branch
+    assert mixture.spec.radii == (2.333, 3.333, 4.0)  # fractions 7/12, 5/6, 1 of the 4 Å long-range branch
     assert mixture.cutoff == max(branch.cutoff for branch in mixture.branches) == 4.0
     wider = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=(2.5, 5.0)))
     assert wider.spec.radii == (2.5, 5.0) and wider.cutoff == 5.0  # an explicit choice is kept
@@ -145,7 +145,10 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     # ... and the mixture it saved scores the test frames at the reported conservative MAE
     test, mixed = evaluate_frames(saved, split[2])
     mae = np.abs(mixed - test.ref).mean() * KJ_MOL_NM_PER_EV_A
-    assert report["methods"]["mixture"]["all"] == pytest.approx(mae, rel=1e-9)
+    # rel 1e-6, float32 round-off: torch-pme's non-persistent buffers (prefactor, smearing) are
+    # rebuilt in float32 on load, while the fitted mixture's were cast from its float64 branches
+    # (2e-8 relative apart); a different model would be off by far more
+    assert report["methods"]["mixture"]["all"] == pytest.approx(mae, rel=1e-6)
 
 
 def test_joint_mixture_trains_its_branches_and_the_global_control_keeps_one_scale(frames):

@@ -29,7 +29,7 @@ class TestMixtureBranchChecks(BranchChecks):
 
 
 def _default_radii_mixture() -> AdaptiveMixture:
-    """A mixture at the default router radii (here 2, 3, 4 Å: within the 4 Å branch, so one list
+    """A mixture at the default router radii (here 2.33, 3.33, 4 Å: within the 4 Å branch, so one list
     serves it), its router's last layer scaled down so that nearly every atom mixes both branches
     and the router's own gradient is in nearly every force."""
     mixture = make_mixture(settings=replace(TINY, feature_radii=None))
