@@ -15,10 +15,8 @@ an atom moved more than half the skin), built once at the model's largest cutoff
 by everything inside the model (a mixture's router features and branches filter it with
 ``within``; their default router radii stay within the largest branch cutoff, so that list is
 the branches' own). The model runs in ``dtype`` (float32 by default); energies are summed in
-float64. A Potential evaluates one system many times, so by default it lets glibc keep freed
-memory (:func:`adascale.runtime.keep_freed_memory`, process-wide, as ``adascale md`` does):
-without it every call re-maps and zeroes its per-edge tensors, 13 % of an MD step of the
-default mixture at 748 atoms, in a user's own ASE loop as much as in ``adascale md``.
+float64. A Potential changes no process-wide setting: MD scripts call
+:func:`adascale.runtime.keep_freed_memory` once at their start, as ``adascale md`` does.
 
 Two modes for a mixture:
 
@@ -41,7 +39,6 @@ from adascale.deploy.verlet import VerletList
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
-from adascale.runtime import keep_freed_memory
 
 MODES = ("conservative", "force_mixing")
 DTYPES = ("float32", "float64")
@@ -63,19 +60,10 @@ class Potential:
     """A Branch (any kind: branch, mixture, scale-conditioned) evaluated on configurations.
 
     dtype: "float32" (default) or "float64"; skin: Verlet skin in Å (0: a fresh list each call);
-    mode: "conservative" or "force_mixing" (mixtures only); keep_memory: call
-    :func:`~adascale.runtime.keep_freed_memory` (process-wide; False leaves malloc as it is).
+    mode: "conservative" or "force_mixing" (mixtures only).
     """
 
-    def __init__(
-        self,
-        model: Branch,
-        *,
-        dtype: str = "float32",
-        skin: float = DEFAULT_SKIN,
-        mode: str = "conservative",
-        keep_memory: bool = True,
-    ):
+    def __init__(self, model: Branch, *, dtype: str = "float32", skin: float = DEFAULT_SKIN, mode: str = "conservative"):
         if mode not in MODES:
             raise AdaScaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if dtype not in DTYPES:
@@ -87,8 +75,6 @@ class Potential:
         self.mode = mode
         self.neighbours = VerletList(self.model.cutoff, skin)
         self.species = set(self.model.species)
-        if keep_memory:
-            keep_freed_memory()
 
     @property
     def has_stress(self) -> bool:
