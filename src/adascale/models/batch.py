@@ -137,7 +137,7 @@ class AtomsBatch:
         else:
             cell_of_edge = self.cell[self.frame_index[centre]]  # (E, 3, 3)
             offsets = torch.einsum("ek,ekl->el", self.shifts, cell_of_edge)
-        return self.positions[neighbour] - self.positions[centre] + offsets
+        return self.positions.index_select(0, neighbour) - self.positions.index_select(0, centre) + offsets
 
     def within(self, cutoff: float) -> AtomsBatch:
         """The same atoms with edges filtered to ``cutoff`` (Å); a no-op at or above the list's cutoff."""

@@ -78,9 +78,10 @@ class Message(nn.Module):
 
     def forward(self, s: Tensor, v: Tensor, filters: Tensor, unit: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         centre, neighbour = edge_index[0], edge_index[1]
-        x = self.atom_net(s)[neighbour] * filters  # (E, 3F)
+        # index_select, not [neighbour]: its backward is an index_add, where indexing's is a serial index_put_
+        x = self.atom_net(s).index_select(0, neighbour) * filters  # (E, 3F)
         ds, dv_vector, dv_direction = x.split(self.features, dim=1)
-        dv = v[neighbour] * dv_vector[:, None, :] + dv_direction[:, None, :] * unit[:, :, None]  # (E, 3, F)
+        dv = v.index_select(0, neighbour) * dv_vector[:, None, :] + dv_direction[:, None, :] * unit[:, :, None]  # (E, 3, F)
         return s.index_add(0, centre, ds), v.index_add(0, centre, dv)
 
 
@@ -189,10 +190,13 @@ class PaiNN(Branch):
             close = r < self.interaction_cutoff
             edge_index, r, unit = edge_index[:, close], r[close], unit[close]
         weight = polynomial_envelope(r / self.interaction_cutoff, self.envelope_exponent) / self.interaction_average_neighbours
-        filters = self.filters(self.interaction_radial(r)) * weight[:, None]
-        width = 3 * self.features
+        # every layer's filters (W basis + b) * weight in one matmul, split once: the envelope and the bias
+        # folded into it, so the backward does not zero-fill and add (E, 3F) slices per layer
+        basis = torch.cat([self.interaction_radial(r) * weight[:, None], weight[:, None]], dim=1)  # (E, n_basis + 1)
+        matrix = torch.cat([self.filters.weight, self.filters.bias[:, None]], dim=1)  # (interactions * 3F, n_basis + 1)
+        filters = (basis @ matrix.T).split(3 * self.features, dim=1)
         for layer, (message, update) in enumerate(zip(self.messages, self.updates)):
-            s, v = message(s, v, filters[:, layer * width : (layer + 1) * width], unit, edge_index)
+            s, v = message(s, v, filters[layer], unit, edge_index)
             s, v = update(s, v)
         return s
 
