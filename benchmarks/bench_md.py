@@ -7,7 +7,7 @@ testbed) it times NVE steps with rigid water at 1 fs and prints steps/s and ns/d
   own ASE script runs it;
 * the long-range branch alone through ASE (the speed target is relative to it);
 * the deployed model inside OpenMM (``openmm.PythonForce``, SETTLE);
-* the exported metatomic file through metatomic's ASE calculator, where an export exists;
+* the deployed model exported by ``adascale export`` (or ``--exported``) through metatomic's ASE calculator;
 * the reference force field (SPC/E + Joung-Cheatham, PME 0.9 nm) in OpenMM on the CPU;
 * MACE's ASE calculator (``pip install adascale[bench]`` for mace-torch), at the first size only:
   a ``--mace`` model file, or else two MACE models built here (32 channels, max_L 1, 2
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,12 +124,14 @@ def reference_npt_density(atoms, picoseconds: float) -> tuple[float, float]:
     return MDSummary(0, len(atoms), 0, empty, empty, empty, np.array(densities)).mean_density()
 
 
-def exported_calculator(path: str | None):
-    """metatomic's ASE calculator on an exported file, or None where there is none."""
-    if not path or not Path(path).is_file():
-        return None
+def exported_calculator(path: str | None, model_dir: str, scratch: Path):
+    """metatomic's ASE calculator on the ``--exported`` file, or on ``model_dir`` exported here (float32) into ``scratch``."""
     from metatomic_ase import MetatomicCalculator
 
+    from adascale.deploy.export import export_model
+
+    if path is None:
+        path = str(export_model(load(model_dir), scratch / "deployed.pt", dtype="float32"))
     return MetatomicCalculator(path, device="cpu")
 
 
@@ -234,7 +237,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the deployed model directory (RUN/deployed or any model dir)")
     parser.add_argument("--long-range", required=True, help="the long-range branch directory (the speed reference)")
     parser.add_argument("--data", required=True, help="frames; the first is the 748-atom system")
-    parser.add_argument("--exported", default=None, help="an `adascale export` file, timed through metatomic-ase")
+    parser.add_argument(
+        "--exported", default=None, help="an `adascale export` file, timed through metatomic-ase (default: --model exported here)"
+    )
     parser.add_argument(
         "--mace", default=None, help="a MACE model file (default: random-weight MACEs built here, if mace-torch is installed)"
     )
@@ -262,6 +267,7 @@ def main() -> None:
     frame.positions = whole_waters(frame, find_waters(frame))  # whole waters tile into whole, consecutive waters
     sizes = {len(frame): frame, 8 * len(frame): frame.repeat((2, 2, 2))}
     rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="bench_md_"))
     for n, atoms in sizes.items():
         steps = args.steps if n == len(frame) else max(3, args.steps // 4)
         engines = {
@@ -272,9 +278,8 @@ def main() -> None:
             ),
             "reference force field, OpenMM CPU": lambda a, s: time_reference(a, 50 * s),
         }
-        exported = exported_calculator(args.exported)
-        if exported is not None:
-            engines["deployed, exported metatomic (metatomic-ase)"] = lambda a, s, c=exported: time_ase(a, c, s)
+        exported = exported_calculator(args.exported, args.model, scratch)
+        engines["deployed, exported metatomic (metatomic-ase + RigidWater)"] = lambda a, s, c=exported: time_ase(a, c, s)
         if n == len(frame):  # MACE at 6 Å runs at ~370 atoms/s: the large size would take minutes per step
             for name, calculator in mace_calculators(args.mace, atoms).items():
                 engines[name] = lambda a, s, c=calculator: time_ase(a, c, s)
@@ -283,8 +288,7 @@ def main() -> None:
             rows.append({"engine": name, "atoms": n, "steps_per_s": rate, "ns_per_day_1fs": ns_per_day(rate, 1.0)})
             print(f"{name:48s} {n:6d} atoms  {rate:8.2f} steps/s  {ns_per_day(rate, 1.0):8.3f} ns/day (1 fs)", flush=True)
     result = {"rows": rows, "threads": THREADS, "model": args.model, "long_range": args.long_range, "data": args.data}
-    if args.exported is None:
-        result["exported"] = "not timed: no --exported file"
+    result["exported"] = args.exported or f"{args.model} exported here by adascale.deploy.export (float32)"
     if importlib.util.find_spec("mace") is None:
         result["mace"] = "not timed: mace-torch not installed (pip install adascale[bench])"
     elif args.mace is None:
