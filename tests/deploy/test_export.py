@@ -23,6 +23,7 @@ from adascale.models.io import save_model
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 from models.branch_checks import SPECIES, water_ion_frame
+from models.test_scale_conditioned import make_model as make_scale_conditioned
 
 
 def _pme_branch() -> LongRangePaiNN:
@@ -36,24 +37,12 @@ def _pme_branch() -> LongRangePaiNN:
 
 def _routed_scale_conditioned() -> ScaleConditionedPaiNN:
     """Router mode with random router weights, so atoms sit at different radii."""
-    torch.manual_seed(4)
-    model = ScaleConditionedPaiNN(
-        SPECIES,
-        cutoff=4.0,
-        min_radius=2.5,
-        features=8,
-        interactions=1,
-        average_neighbours=10.0,
-        electrostatics="ewald",
-        router_radii=(2.0, 4.0),
-        router_hidden=(8,),
-    )
-    model.scale_mode, model.fixed_scale = "router", 0.5
+    model = make_scale_conditioned(scale_mode="router", fixed_scale=0.5)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for parameter in model.router.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
-    return model.double().eval()
+    return model
 
 
 def _model(which: str, mixture):
