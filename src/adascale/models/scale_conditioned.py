@@ -130,13 +130,13 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         if self.scale_mode == "router":
             return torch.sigmoid(self.router(self.router_features(batch))[:, 0] + _logit(self.fixed_scale))
         if self.scale_mode == "random" and self.training:
-            return self.random_scales(batch.frame_index, batch.n_frames, batch.positions)
+            return self.random_scales(batch)
         return torch.full((n,), self.fixed_scale, dtype=dtype, device=device)
 
-    def random_scales(self, frame_index: Tensor, n_frames: int, positions: Tensor) -> Tensor:
-        """(n,) training scales in the dtype of ``positions``: per frame a pattern drawn from RANDOM_MIX
-        (torch's global generator)."""
-        dtype, device = positions.dtype, positions.device
+    def random_scales(self, batch: AtomsBatch) -> Tensor:
+        """(n,) training scales: per frame a pattern drawn from RANDOM_MIX (torch's global generator)."""
+        frame_index, n_frames = batch.frame_index, batch.n_frames
+        dtype, device = batch.positions.dtype, batch.positions.device
         pattern = torch.multinomial(torch.tensor(self.random_mix), n_frames, replacement=True).to(device)[frame_index]
         per_atom = torch.rand(frame_index.shape[0], dtype=dtype, device=device)
         per_frame = torch.rand(n_frames, dtype=dtype, device=device)[frame_index]
