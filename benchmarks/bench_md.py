@@ -124,15 +124,11 @@ def reference_npt_density(atoms, picoseconds: float) -> tuple[float, float]:
     return MDSummary(0, len(atoms), 0, empty, empty, empty, np.array(densities)).mean_density()
 
 
-def exported_calculator(path: str | None, model_dir: str, scratch: Path):
-    """metatomic's ASE calculator on the ``--exported`` file, or on ``model_dir`` exported here (float32) into ``scratch``."""
+def exported_calculator(path: Path):
+    """metatomic's ASE calculator on an exported file."""
     from metatomic_ase import MetatomicCalculator
 
-    from adascale.deploy.export import export_model
-
-    if path is None:
-        path = str(export_model(load(model_dir), scratch / "deployed.pt", dtype="float32"))
-    return MetatomicCalculator(path, device="cpu")
+    return MetatomicCalculator(str(path), device="cpu")
 
 
 #: The benchmark's small MACE, as in ``mace_train.py``: 32x0e+32x1o (32 channels, max_L 1), 2 interactions,
@@ -258,6 +254,7 @@ def main() -> None:
     from ase.io import read
 
     from adascale.deploy.calculator import AdaScaleCalculator
+    from adascale.deploy.export import export_model
     from adascale.deploy.rigid_water import find_waters, whole_waters
     from adascale.runtime import keep_freed_memory
 
@@ -267,7 +264,8 @@ def main() -> None:
     frame.positions = whole_waters(frame, find_waters(frame))  # whole waters tile into whole, consecutive waters
     sizes = {len(frame): frame, 8 * len(frame): frame.repeat((2, 2, 2))}
     rows = []
-    scratch = Path(tempfile.mkdtemp(prefix="bench_md_"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench_md_")  # holds the model exported here, for the whole run
+    exported = Path(args.exported) if args.exported else export_model(load(args.model), Path(scratch.name) / "deployed.pt")
     for n, atoms in sizes.items():
         steps = args.steps if n == len(frame) else max(3, args.steps // 4)
         engines = {
@@ -278,8 +276,9 @@ def main() -> None:
             ),
             "reference force field, OpenMM CPU": lambda a, s: time_reference(a, 50 * s),
         }
-        exported = exported_calculator(args.exported, args.model, scratch)
-        engines["deployed, exported metatomic (metatomic-ase + RigidWater)"] = lambda a, s, c=exported: time_ase(a, c, s)
+        engines["deployed, exported metatomic (metatomic-ase + RigidWater)"] = lambda a, s: time_ase(
+            a, exported_calculator(exported), s
+        )
         if n == len(frame):  # MACE at 6 Å runs at ~370 atoms/s: the large size would take minutes per step
             for name, calculator in mace_calculators(args.mace, atoms).items():
                 engines[name] = lambda a, s, c=calculator: time_ase(a, c, s)
@@ -287,6 +286,7 @@ def main() -> None:
             rate = timer(atoms, steps)
             rows.append({"engine": name, "atoms": n, "steps_per_s": rate, "ns_per_day_1fs": ns_per_day(rate, 1.0)})
             print(f"{name:48s} {n:6d} atoms  {rate:8.2f} steps/s  {ns_per_day(rate, 1.0):8.3f} ns/day (1 fs)", flush=True)
+    scratch.cleanup()
     result = {"rows": rows, "threads": THREADS, "model": args.model, "long_range": args.long_range, "data": args.data}
     result["exported"] = args.exported or f"{args.model} exported here by adascale.deploy.export (float32)"
     if importlib.util.find_spec("mace") is None:
