@@ -31,19 +31,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from adascale.data.frames import read_frames
-from adascale.deploy.fit_mixture import MixtureSettings, fit_mixture
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model, save_model
 from adascale.scales.conditioned import analyze_conditioned, grid_predictions
 from adascale.scales.evaluate import losses_entry, sample_losses
+from adascale.scales.metrics import ReportContext
+from adascale.scales.mixture import fit_mixture
 from adascale.scales.oracles import anchor_errors, best_global_scale
 from adascale.training.config import load_config
+from adascale.training.mixture import MixtureSettings
 from adascale.training.trainer import Trainer
 
 SUBSETS = ("all", "ions", "close_contact")
@@ -122,8 +123,8 @@ def main() -> None:
     )
     variants = {
         "mixture_frozen": base,
-        "mixture_joint": replace(base, joint=True),
-        "mixture_global": replace(base, joint=True, global_weight=True),
+        "mixture_joint": base.model_copy(update={"joint": True}),
+        "mixture_global": base.model_copy(update={"joint": True, "global_weight": True}),
     }
     for name, settings in variants.items():
         if (out / name / "bench_record.json").is_file():
@@ -132,7 +133,13 @@ def main() -> None:
         branches = [load_model(out / f"{a}_anchor") for a in ("local", "long_range")]
         start = time.monotonic()
         mixture, _ = fit_mixture(
-            branches, [0.0, 1.0], train_frames, valid_frames, test_frames[:2], settings=settings, n_resamples=10
+            branches,
+            [0.0, 1.0],
+            train_frames,
+            valid_frames,
+            test_frames[:2],
+            settings=settings,
+            context=ReportContext(n_resamples=10),
         )
         save_model(out / name, mixture)
         wall = time.monotonic() - start
@@ -147,7 +154,9 @@ def main() -> None:
         model = load_model(out / name)
         entry = {
             "training": record,
-            "mae": {s: losses_entry(sample_losses(model, f), f, n_resamples=args.bootstrap) for s, f in sets.items()},
+            "mae": {
+                s: losses_entry(sample_losses(model, f), f, ReportContext(n_resamples=args.bootstrap)) for s, f in sets.items()
+            },
         }
         entry["atoms_per_s"] = speed(model, test_frames[0], args.repeats)
         results["models"][name] = entry
@@ -156,7 +165,9 @@ def main() -> None:
             flush=True,
         )
     router = load_model(out / "sc_router")
-    results["sc_router_analysis"] = analyze_conditioned(router, valid_frames, test_frames, n_resamples=args.bootstrap)
+    results["sc_router_analysis"] = analyze_conditioned(
+        router, valid_frames, test_frames, context=ReportContext(n_resamples=args.bootstrap)
+    )
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))
     print(markdown(results))

@@ -1,10 +1,10 @@
-"""Imports flow one way (DESIGN §4): every module of adascale imports only from its own layer,
+"""Imports flow one way: every module of adascale imports only from its own layer,
 the layers before it, or the shared leaf modules, counting imports inside functions too.
 
 Order: nn -> data -> models -> training -> scales -> deploy -> report -> pipeline -> cli.
 Placed by this test: ``predictions`` (the PredictionSet file format; it reads data.regimes and
-models and scales read it) sits in the data layer; ``stages`` (the run cache) in the pipeline
-layer. Shared leaves (errors, files, units, runtime) import no other adascale module but each
+models and scales read it) sits in the data layer. Shared leaves (errors, files, units, runtime,
+layout: the run directory's paths, which models, deploy and pipeline all read) import no other adascale module but each
 other (``configs`` holds only YAML files). The package root ``adascale`` defines ``__version__`` (importable from anywhere) and
 re-exports the public AdaScaleCalculator lazily, a name of the deploy layer.
 """
@@ -19,8 +19,8 @@ import pytest
 import adascale
 
 ORDER = ("nn", "data", "models", "training", "scales", "deploy", "report", "pipeline", "cli")
-PLACED = {"predictions": "data", "stages": "pipeline"}
-LEAVES = ("errors", "files", "units", "runtime", "configs")
+PLACED = {"predictions": "data"}
+LEAVES = ("errors", "files", "units", "runtime", "layout", "configs")
 SRC = Path(adascale.__file__).parent
 ROOT_LAZY = {"adascale.deploy.calculator", "adascale.deploy.rigid_water"}  # the root's lazy public re-export
 

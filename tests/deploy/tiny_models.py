@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from adascale.deploy.fit_mixture import MixtureSettings, build_mixture
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.mixture import AdaptiveMixture
 from adascale.models.painn import PaiNN
+from adascale.training.mixture import MixtureSettings, build_mixture
 from models.branch_checks import SPECIES, water_ion_frame
 
 #: Router features up to 4 Å, so 8.5 Å boxes pass the calculator's minimum-image check.
@@ -27,7 +27,7 @@ def make_branches(seed: int = 0) -> list:
 def make_mixture(seed: int = 0, settings: MixtureSettings = TINY) -> AdaptiveMixture:
     """A mixture whose router and offsets are random but far from uniform, so that the router's
     own gradient is a large part of the forces."""
-    mixture = build_mixture(make_branches(seed), [0.0, 1.0], water_ion_frame(6, 1, 8.5, seed=0), settings)
+    mixture = build_mixture(make_branches(seed), [0.0, 1.0], water_ion_frame(6, 1, 8.5, seed=0), settings, (11, 17))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in mixture.router.parameters():

@@ -7,6 +7,7 @@ import torch
 
 from adascale.models.batch import AtomsBatch
 from adascale.scales.conditioned import analyze_conditioned, grid_predictions
+from adascale.scales.metrics import ReportContext
 from adascale.units import KJ_MOL_NM_PER_EV_A
 from models.branch_checks import water_ion_frame
 from models.test_scale_conditioned import make_model, randomise_router
@@ -37,7 +38,7 @@ def test_grid_anchors_are_the_model_at_each_scale():
 def test_report_holds_fixed_scales_oracles_refinement_and_the_router():
     model = randomise_router(make_model(scale_mode="router"))
     valid, test = labelled_frames(model, [1, 2]), labelled_frames(model, [3, 4])
-    report = analyze_conditioned(model, valid, test, n_resamples=20)
+    report = analyze_conditioned(model, valid, test, context=ReportContext(n_resamples=20))
     methods = report["methods"]
     assert {"fixed_s0", "fixed_s0.5", "fixed_s1", "best_global_s", "oracle_continuous", "oracle_pool_refined", "router"} <= set(
         methods

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adascale.deploy.fit_mixture import MixtureSettings, build_mixture
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.painn import PaiNN
 from adascale.models.router import RouterModel
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
 from adascale.training.loop import LoopSettings
+from adascale.training.mixture import MixtureSettings, build_mixture
 from adascale.training.tasks import ArrayTask, FrameLoss, FrameTask
 from models.branch_checks import SPECIES
 from training.tiny_data import labelled_frames
@@ -92,7 +92,7 @@ def mixture_case(trainable: list[str] | None = None):
     )
     train, valid = _frames()
     settings = MixtureSettings(dtype="float64", hidden=(8,), feature_radii=(2.5, 3.5))
-    mixture = build_mixture([local, long_range], [0.0, 1.0], train[0], settings)
+    mixture = build_mixture([local, long_range], [0.0, 1.0], train[0], settings, (11, 17))
     task = FrameTask(mixture, train, valid, FrameLoss(force_loss="l1"))
     return task, LoopSettings(**{**SETTINGS.__dict__, "trainable": trainable})
 

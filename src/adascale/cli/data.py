@@ -51,7 +51,7 @@ def generate_nacl_command(
     equilibrated volume. Labels are OpenMM's forces (eV/Å) and potential energy (eV); the
     settings are stored in every frame (gen_* keys). Results are cached by their settings,
     so a repeat call is instant. The default box (2.0 nm, 1.0 M) holds 5 ion pairs and 246
-    waters (748 atoms); measured here: ~0.8 frames/s at the default 1 ps stride on 2 cores.
+    waters (748 atoms); the command prints its speed (frames/s) at the end.
 
     --labels amoeba samples exactly as above (SPC/E dynamics, rigid water; the SPC/E frames are
     cached and reused), then labels each frame with OpenMM's amoeba2018.xml: the forces and

@@ -25,19 +25,26 @@ def run(
         "amoeba (the default on AMOEBA labels).",
     ),
     quick: bool = typer.Option(False, "--quick", help="Same as --config quick: minutes, noisy numbers."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a run setting, e.g. --set mixture.finetune_epochs=3 (dotted key, YAML value; repeatable)."
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Your own labelled frames (any format ASE reads) instead of the testbed, cut by --split."
     ),
-    split: str = typer.Option("0.8,0.1,0.1", "--split", help="Train,valid,test fractions of --data, contiguous in file order."),
+    split: str | None = typer.Option(
+        None, "--split", help="Train,valid,test fractions of --data, contiguous in file order (default 0.8,0.1,0.1)."
+    ),
     train: Path | None = typer.Option(None, "--train", help="Training frames (with --valid and --test, instead of --data)."),
     valid: Path | None = typer.Option(None, "--valid", help="Validation frames."),
     test: Path | None = typer.Option(None, "--test", help="Test frames."),
-    ion_species: str = typer.Option("Na,Cl", "--ion-species", help="Ion species of your data (d_i, report subsets)."),
-    forces_key: str = typer.Option(
-        "REF_forces", "--forces-key", help="Reference forces in your data ('forces' is the fallback)."
+    ion_species: str | None = typer.Option(
+        None, "--ion-species", help="Ion species of your data (d_i, report subsets; default Na,Cl)."
     ),
-    energy_key: str = typer.Option(
-        "REF_energy", "--energy-key", help="Reference energy in your data ('energy' is the fallback)."
+    forces_key: str | None = typer.Option(
+        None, "--forces-key", help="Reference forces in your data (default REF_forces; 'forces' is the fallback)."
+    ),
+    energy_key: str | None = typer.Option(
+        None, "--energy-key", help="Reference energy in your data (default REF_energy; 'energy' is the fallback)."
     ),
 ) -> None:
     """The paper's experiment, end to end, on the built-in NaCl(aq) testbed.
@@ -49,7 +56,7 @@ def run(
     cached by a hash of its inputs and settings: a re-run redoes only what changed, and a
     killed run resumes (training continues from its checkpoint).
 
-    Writes OUT/report.json (DESIGN §5 keys), OUT/report.md (tables with 95% frame-bootstrap
+    Writes OUT/report.json (units, counts, methods, refinement, deployed, ...), OUT/report.md (tables with 95% frame-bootstrap
     intervals, the paper's figures beside ours) and OUT/plots/*.png.
 
     With --data FILE (or --train/--valid/--test) the same stages run on your own labelled
@@ -59,30 +66,34 @@ def run(
     report names the files and their SHA-256; a changed file invalidates the cache. A run
     config's `data:` block does the same.
 
+    A run config (built-in or a YAML file) is merged onto the default run: what it leaves
+    out keeps the default run's values. --set KEY=VALUE overrides one setting.
+
     Example: adascale run --out runs/default     (adascale run --quick for a first look)
     Example: adascale run --data dft.extxyz --split 0.8,0.1,0.1 --forces-key dft_forces --out runs/dft
     """
-    from adascale.pipeline import REPORT_MD, load_run_config, run_pipeline, with_data
+    from adascale.layout import RunLayout
+    from adascale.pipeline import load_run_config, run_pipeline, with_data
     from adascale.report.console import methods_table, report_console
 
     console = report_console()
-    settings = load_run_config(config, quick=quick)
+    settings = load_run_config(config, quick=quick, overrides=overrides)
     if data is not None or train is not None or valid is not None or test is not None:
-        settings = with_data(
-            settings,
-            file=None if data is None else str(data),
-            split=_fractions(split),
-            train=None if train is None else str(train),
-            valid=None if valid is None else str(valid),
-            test=None if test is None else str(test),
-            ion_species=[s.strip() for s in ion_species.split(",") if s.strip()],
-            forces_key=forces_key,
-            energy_key=energy_key,
-        )
+        given = {
+            "file": None if data is None else str(data),
+            "split": None if split is None else _fractions(split),
+            "train": None if train is None else str(train),
+            "valid": None if valid is None else str(valid),
+            "test": None if test is None else str(test),
+            "ion_species": None if ion_species is None else [s.strip() for s in ion_species.split(",") if s.strip()],
+            "forces_key": forces_key,
+            "energy_key": energy_key,
+        }
+        settings = with_data(settings, **{key: value for key, value in given.items() if value is not None})
     start = time.perf_counter()
     report = run_pipeline(out, settings, console)
     console.print(methods_table(report, title="Test-set force MAE"))
-    console.print(f"report: {out / REPORT_MD} ({time.perf_counter() - start:.0f} s)")
+    console.print(f"report: {RunLayout(out).report_md} ({time.perf_counter() - start:.0f} s)")
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

@@ -1,4 +1,5 @@
-"""CLI verbs ``analyze`` and ``refine``: the scale analysis of a PredictionSet (adascale.scales.analysis)."""
+"""CLI verbs ``analyze`` and ``refine`` (the scale analysis of a PredictionSet, adascale.scales.analysis) and
+``route`` (learned routers on prediction sets, adascale.scales.router_report)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from adascale.cli.common import write_report
+from adascale.cli.common import THREADS_HELP, stage_progress, write_report
 
 PRED_HELP = "PredictionSet .npz written by `adascale predict` (labelled forces of K >= 2 anchor branches)."
 FIT_HELP = (
@@ -15,14 +16,15 @@ FIT_HELP = (
 )
 UNITS_HELP = "Unit of every MAE: kJ/mol/nm (default), meV/A or eV/A."
 GRANULARITY_HELP = "Route each atom ('sample', default) or whole frames ('frame': one scale per frame)."
-JSON_HELP = "Write the report JSON (DESIGN §5: units, counts, methods, ...) to this file."
+JSON_HELP = "Write the report JSON (units, counts, methods, ...) to this file."
 BOOTSTRAP_HELP = "Bootstrap resamples (of frames) for the 95% confidence intervals."
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``analyze`` and ``refine`` to the root app."""
+    """Add ``analyze``, ``refine`` and ``route`` to the root app."""
     app.command("analyze")(analyze)
     app.command("refine")(refine)
+    app.command("route")(route)
 
 
 def analyze(
@@ -134,3 +136,99 @@ def _load(predictions: Path, fit: Path | None) -> tuple:
     if fit is None:
         return target, None, None
     return target, PredictionSet.load(fit), str(fit)
+
+
+def route(
+    train: Path = typer.Argument(..., help="PredictionSet .npz of the training frames (routers are fitted here)."),
+    valid: Path = typer.Argument(
+        ..., help="PredictionSet .npz of the validation frames (early stopping, hard vs soft, best_global_s)."
+    ),
+    test: Path = typer.Argument(..., help="PredictionSet .npz of the test frames (reported only)."),
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        help="Scales the hard router chooses from, e.g. 0,0.25,0.5,1 (default: pool refined on TRAIN from the anchors).",
+    ),
+    features: str | None = typer.Option(
+        None,
+        "--features",
+        help=(
+            "Comma-separated feature blocks: geometry (stored by predict, or from --frames), species, d_ion, "
+            "forces (branch disagreement and force sizes), latent (branch latent features, if stored). "
+            "Default: geometry if available else species,d_ion; plus forces; with and without latent "
+            "if stored (validation picks)."
+        ),
+    ),
+    frames: list[Path] | None = typer.Option(
+        None,
+        "--frames",
+        help="The frame files TRAIN, VALID and TEST were predicted on (give it 3 times, same order), to compute geometric features.",
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the report JSON (units, counts, methods with the router_* methods) here."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Save both routers here (DIR/hard, DIR/soft, DIR/selected.json)."),
+    units: str = typer.Option("kJ/mol/nm", "--units", help="Unit of every MAE: kJ/mol/nm (default), meV/A or eV/A."),
+    max_epochs: int = typer.Option(
+        60, "--max-epochs", min=1, help="Most training epochs per router (early stopping on validation)."
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", min=10, help="Bootstrap resamples (of frames) for the 95% confidence intervals."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the router initialisation, minibatches and bootstrap."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+) -> None:
+    """Learn to pick each atom's scale without labels, and measure it on the test set.
+
+    Fits two routers on TRAIN from inference-time per-atom features (no reference forces
+    are read at inference): 'hard' picks one scale of the pool per atom (trained on the
+    expected force loss of its choice), 'soft' mixes the anchors with per-atom weights
+    (trained on the L1 loss of the mixed force; with two anchors, a continuous scale s).
+    Early stopping and the choice between them ('router') use VALID; TEST is only
+    reported: MAE with 95% frame-bootstrap intervals for all atoms, ions and close-contact
+    ions, beside the fixed scales, best_global_s (fitted on VALID) and the oracles, plus
+    the fraction of the continuous-oracle gain each router recovers,
+    (MAE_best_fixed - MAE_router) / (MAE_best_fixed - MAE_oracle_continuous).
+
+    These routers mix forces per atom (fast, but not conservative); for MD use the
+    conservative mixture (`adascale mixture`, then `adascale md`).
+
+    Example: adascale route pred_train.npz pred_valid.npz pred_test.npz --json route.json --out routers/
+    """
+    from adascale.predictions import PredictionSet
+    from adascale.report.console import methods_table, report_console
+    from adascale.runtime import set_threads
+    from adascale.scales.axis import as_pool
+    from adascale.scales.features import attach_features_from_files
+    from adascale.scales.router_report import route as run_route
+    from adascale.scales.router_report import save_routers
+    from adascale.scales.routers import TrainSettings
+
+    set_threads(threads)
+    console = report_console()
+    sets = [PredictionSet.load(path) for path in (train, valid, test)]
+    if frames:
+        attach_features_from_files(sets, frames)
+    blocks = [part.strip() for part in features.split(",") if part.strip()] if features else None
+    settings = TrainSettings(max_epochs=max_epochs, seed=seed)
+    with stage_progress(console) as progress:
+        report, fits, selected = run_route(
+            *sets,
+            pool=as_pool(pool) if pool else None,
+            blocks=blocks,
+            settings=settings,
+            units=units,
+            n_resamples=bootstrap,
+            seed=seed,
+            on_epoch=lambda label, row: progress(
+                f"router {label}", row["epoch"], max_epochs, f"valid MAE {row['valid_mae']:.4f} eV/Å"
+            ),
+        )
+    console.print(methods_table(report, title=f"Learned routers on {test}"))
+    console.print(
+        f"selected on validation: router_{selected}; features: {', '.join(report['routing']['feature_blocks'][selected])}"
+    )
+    if out is not None:
+        save_routers(out, fits, selected)
+        console.print(f"routers saved to {out}")
+    write_report(json_out, report, console)

@@ -1,6 +1,6 @@
 """Per-atom regimes: nearest-ion distance d_i and the report subsets.
 
-Subsets (DESIGN §1): ``all``; ``ions`` (atoms of an ion species); ``close_contact``
+Subsets (docs/concepts.md, "Samples, losses and subsets"): ``all``; ``ions`` (atoms of an ion species); ``close_contact``
 (ions whose nearest *other* ion is closer than ``close_contact_nm``). Water atoms keep
 their d_i for distance curves but are never in ``close_contact``.
 """

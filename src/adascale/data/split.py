@@ -24,3 +24,11 @@ def split_frames(frames: Sequence[Frame], sizes: Sequence[int]) -> list[list[Fra
         blocks.append(list(frames[start : start + size]))
         start += size
     return blocks
+
+
+def evenly_spaced(items: Sequence, count: int) -> list:
+    """``count`` items spread evenly over the sequence (all when it is shorter)."""
+    if count >= len(items):
+        return list(items)
+    stride = len(items) / count
+    return [items[int(i * stride)] for i in range(count)]

@@ -1,4 +1,4 @@
-"""The NaCl(aq) testbed (DESIGN §6): seeded, cached OpenMM trajectories of SPC/E water + NaCl.
+"""The NaCl(aq) testbed: seeded, cached OpenMM trajectories of SPC/E water + NaCl.
 
 Recipe per replica: ``addSolvent`` fills a cubic box with SPC/E water (``amber14/spce.xml``),
 randomly chosen waters are replaced by Na+ and Cl- (seeded), the energy is minimised, then

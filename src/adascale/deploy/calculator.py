@@ -21,27 +21,22 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from adascale.deploy.potential import DEFAULT_SKIN, Potential
 from adascale.errors import AdaScaleError
+from adascale.layout import RunLayout
 
 __all__ = ["AdaScaleCalculator", "load_model", "deployed_model_dir"]
-
-DEPLOYED_DIR = "deployed"
 
 
 def deployed_model_dir(run: str | Path) -> Path:
     """``RUN/deployed``: the model directory a finished ``adascale run`` deployed."""
-    run = Path(run)
-    if not run.is_dir():
+    layout = RunLayout(run)
+    if not layout.root.is_dir():
         raise AdaScaleError(f"{run}: no such run directory")
-    if not (run / DEPLOYED_DIR).is_dir():
+    if not layout.deployed.is_dir():
         raise AdaScaleError(
-            f"{run}: this run has no deployed model ({run / DEPLOYED_DIR} is missing); finish it with `adascale run --out {run}` "
+            f"{run}: this run has no deployed model ({layout.deployed} is missing); finish it with `adascale run --out {run}` "
             "or pass a model directory instead"
         )
-    return run / DEPLOYED_DIR
-
-
-def _is_run_dir(path: Path) -> bool:
-    return (path / DEPLOYED_DIR).is_dir() or (path / "report.json").is_file() or (path / ".stages").is_dir()
+    return layout.deployed
 
 
 def load_model(path: str | Path):
@@ -53,10 +48,10 @@ def load_model(path: str | Path):
     from adascale.models.io import load_model as load_saved_model
 
     path = Path(path)
-    if _is_run_dir(path):
+    if RunLayout(path).looks_like_run():
         raise AdaScaleError(
             f"{path} is a run directory (adascale run output), not a model directory: use "
-            f"AdaScaleCalculator.from_run({str(path)!r}) or --run {path}, or pass {path / DEPLOYED_DIR}"
+            f"AdaScaleCalculator.from_run({str(path)!r}) or --run {path}, or pass {RunLayout(path).deployed}"
         )
     return load_saved_model(path, expect=Branch)
 

@@ -1,7 +1,7 @@
 """Electrostatics of learned point charges: torch-pme Ewald/PME on periodic cells, direct Coulomb for molecules.
 
-Energy convention (DESIGN §8): torch-pme returns per-atom potentials phi_i such that the
-energy is E = sum_i q_i phi_i with no extra 1/2 (it halves the pair sums itself), in eV
+Energy convention (rock-salt NaCl gives its Madelung constant this way): torch-pme returns
+per-atom potentials phi_i such that the energy is E = sum_i q_i phi_i with no extra 1/2 (it halves the pair sums itself), in eV
 with charges in e and lengths in Å through ``torchpme.prefactors.eV_A``.
 
 Short-range exclusion. Point-charge Coulomb between atoms a bond apart is huge and is

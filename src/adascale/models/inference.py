@@ -4,7 +4,7 @@ A branch for prediction is either a model directory (``adascale train`` output) 
 calculator named ``module:factory[:arg]``: ``factory(arg)`` (or ``factory()``) must return an
 ``ase.calculators.calculator.Calculator``, e.g. a MACE model, so existing MLIPs can serve as
 anchors. :func:`predict` runs K branches on the same frames and assembles the
-:class:`~adascale.predictions.PredictionSet` of DESIGN §5.
+:class:`~adascale.predictions.PredictionSet` (its arrays are documented there).
 """
 
 from __future__ import annotations

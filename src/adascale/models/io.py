@@ -32,6 +32,7 @@ from torch import nn
 
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_write_bytes, write_json
+from adascale.layout import RunLayout
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.mixture import AdaptiveMixture
 from adascale.models.painn import PaiNN
@@ -46,7 +47,6 @@ MODEL_KINDS: dict[str, type[nn.Module]] = {
 }
 #: Files of the first (unversioned) format and the command that writes the current one.
 OLD_FORMATS = {"branch.json": "adascale train", "mixture.json": "adascale mixture", "router.json": "adascale route"}
-RUN_MARKERS = ("report.json", ".stages")
 
 
 def build_model(config: Mapping) -> nn.Module:
@@ -158,7 +158,7 @@ def initialise_from(model: nn.Module, source: str | os.PathLike | Sequence | Map
 
 
 def _not_a_model_directory(directory: Path) -> str:
-    if any((directory / marker).exists() for marker in RUN_MARKERS):
+    if RunLayout(directory).looks_like_run():
         return (
             f"{directory}: this is a run directory (adascale run), not a model directory; "
             "use AdaScaleCalculator.from_run(DIR) or the run's deployed model"

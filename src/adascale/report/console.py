@@ -1,4 +1,4 @@
-"""Readable console tables (rich) for DESIGN §5 report dictionaries.
+"""Readable console tables (rich) for report dictionaries (units, counts, methods).
 
 They only read the report, so any stage's report (analyze, refine, route, evaluate)
 prints the same way.

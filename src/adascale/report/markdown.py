@@ -1,6 +1,6 @@
 """``report.md``: the run's report dictionary as Markdown tables, beside the paper's figures.
 
-It reads only the report dictionary (DESIGN §5 keys plus the run's extra blocks), so a
+It reads only the report dictionary (units, counts, methods plus the run's extra blocks), so a
 report can be re-rendered from its JSON without touching models or predictions.
 """
 

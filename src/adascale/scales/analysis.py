@@ -1,4 +1,4 @@
-"""The scale analysis of a prediction set, as DESIGN §5 report dictionaries.
+"""The scale analysis of a prediction set, as report dictionaries (units, counts, methods, ...).
 
 :func:`analyze` (``adascale analyze``): every anchor as a fixed scale, the best single
 scale (fitted on a fit set), the hard, continuous and pool oracles, how the anchors
@@ -73,7 +73,7 @@ class _Reporter:
         return method_entry(loss, self.masks, bootstrap=self.bootstrap, factor=self.factor, **extra)
 
     def report(self, methods: dict[str, dict], settings: dict) -> dict:
-        """The DESIGN §5 skeleton, with ``gain_recovered`` added to every non-fixed method."""
+        """The report skeleton (units, counts, methods), with ``gain_recovered`` added to every non-fixed method."""
         fixed = fixed_methods(methods)
         for name, entry in methods.items():
             if name not in fixed and name != ORACLE_CONTINUOUS and ORACLE_CONTINUOUS in methods:

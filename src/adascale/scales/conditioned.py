@@ -23,7 +23,7 @@ from adascale.data.regimes import DEFAULT_ION_SPECIES
 from adascale.models.inference import module_forces, predict, scale_grid_forces
 from adascale.predictions import PredictionSet
 from adascale.scales.analysis import analyze, refine
-from adascale.scales.metrics import DEFAULT_RESAMPLES
+from adascale.scales.metrics import ReportContext
 from adascale.scales.router_report import add_methods
 
 GRID: tuple[float, ...] = tuple(k / 8 for k in range(9))
@@ -79,12 +79,10 @@ def analyze_conditioned(
     *,
     grid: Sequence[float] = GRID,
     with_router: bool = True,
-    units: str = "kJ/mol/nm",
-    n_resamples: int = DEFAULT_RESAMPLES,
+    context: ReportContext = ReportContext(),
     max_size: int = 9,
     tol: float = 1e-3,
     paths: tuple[object, object] = (None, None),
-    ion_species: Sequence[int] = DEFAULT_ION_SPECIES,
 ) -> dict:
     """The scale report of a scale-conditioned model: fitted on ``valid_frames``, reported on ``test_frames``.
 
@@ -92,8 +90,9 @@ def analyze_conditioned(
     ``refinement`` from {0, 1}, and with ``with_router`` the method ``router`` and
     ``scale_distribution`` of the routed scales.
     """
-    valid = grid_predictions(model, valid_frames, grid, path=paths[0], ion_species=ion_species)
-    test = grid_predictions(model, test_frames, grid, path=paths[1], ion_species=ion_species)
+    units, n_resamples = context.units, context.n_resamples
+    valid = grid_predictions(model, valid_frames, grid, path=paths[0], ion_species=context.ion_species)
+    test = grid_predictions(model, test_frames, grid, path=paths[1], ion_species=context.ion_species)
     report = analyze(test, fit=valid, fit_label="validation set", units=units, n_resamples=n_resamples)
     refined = refine(
         test,

@@ -14,7 +14,7 @@ import numpy as np
 from adascale.data.frames import Frame
 from adascale.data.regimes import DEFAULT_ION_SPECIES, nearest_ion_distance, subset_masks
 from adascale.models.inference import module_forces
-from adascale.scales.metrics import DEFAULT_RESAMPLES, FrameBootstrap, method_entry
+from adascale.scales.metrics import FrameBootstrap, ReportContext, method_entry
 from adascale.units import force_unit_factor
 
 
@@ -35,13 +35,11 @@ def frames_masks(frames: Sequence[Frame], ion_species: tuple[int, ...] = DEFAULT
 def losses_entry(
     losses: np.ndarray,
     frames: Sequence[Frame],
-    *,
-    units: str = "kJ/mol/nm",
-    n_resamples: int = DEFAULT_RESAMPLES,
-    ion_species: tuple[int, ...] = DEFAULT_ION_SPECIES,
+    context: ReportContext = ReportContext(),
     **extra,
 ) -> dict:
-    """A ``methods`` entry (MAE per subset in ``units``, 95 % frame-bootstrap CI) of per-sample ``losses`` (N,) eV/Å."""
-    masks, frame_index = frames_masks(frames, ion_species)
-    bootstrap = FrameBootstrap(frame_index, masks, n_resamples=n_resamples)
-    return method_entry(losses, masks, bootstrap=bootstrap, factor=force_unit_factor(units), **extra)
+    """A ``methods`` entry (MAE per subset in ``context.units``, 95 % frame-bootstrap CI) of per-sample
+    ``losses`` (N,) eV/Å; the subsets follow ``context.ion_species``."""
+    masks, frame_index = frames_masks(frames, context.ion_species)
+    bootstrap = FrameBootstrap(frame_index, masks, n_resamples=context.n_resamples)
+    return method_entry(losses, masks, bootstrap=bootstrap, factor=force_unit_factor(context.units), **extra)

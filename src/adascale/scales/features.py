@@ -74,3 +74,19 @@ def force_features(pred: np.ndarray) -> tuple[np.ndarray, list[str]]:
     norms = np.linalg.norm(pred, axis=-1)  # (K, N)
     names = [f"log1p_gap_{a}_{a + 1}" for a in range(k - 1)] + [f"log1p_force_{a}" for a in range(k)]
     return np.log1p(np.concatenate([gaps, norms], axis=0)).T, names
+
+
+def attach_features_from_files(sets: Sequence, paths: Sequence) -> None:
+    """Geometric router features of each prediction set from the frame file it was predicted on
+    (``paths``, same order), all with one spec: the species of every set and the ion species of the first."""
+    from adascale.data.frames import read_frames
+    from adascale.errors import AdaScaleError
+
+    if len(paths) != len(sets):
+        raise AdaScaleError(f"--frames: give one frame file per prediction set ({len(sets)}), got {len(paths)}")
+    spec = FeatureSpec(
+        species=tuple(np.unique(np.concatenate([s.species for s in sets])).tolist()),
+        ion_species=tuple(sets[0].metadata["ion_species"]),
+    )
+    for predictions, path in zip(sets, paths):
+        attach_router_features(predictions, read_frames(path, require_forces=False), spec, path=path)

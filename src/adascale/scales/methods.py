@@ -1,4 +1,4 @@
-"""The names of the report's methods (DESIGN §5), defined once for every stage that writes or reads them.
+"""The names of the report's methods (the keys of its ``methods`` map), defined once for every stage that writes or reads them.
 
 Fixed scales are named from their scale (``fixed_s0``, ``fixed_s0.5``, ``fixed_s1``) and
 recognised by that definition, not by a prefix; the subsets are :data:`adascale.data.regimes.SUBSETS`.

@@ -1,5 +1,5 @@
 """Metrics of scale methods: subset MAEs with frame-bootstrap confidence intervals, MAE against a
-per-sample quantity (nearest-ion distance), and the DESIGN §5 report blocks.
+per-sample quantity (nearest-ion distance), and the report's method blocks.
 
 Inputs are per-sample losses l_i in eV/Å (mean over x, y, z of |F_pred - F_ref|) and the
 subset masks of :meth:`PredictionSet.masks`; every MAE leaves here multiplied by ``factor``
@@ -10,13 +10,26 @@ Any stage reports its own methods (e.g. ``router_hard``) through :func:`method_e
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
+from adascale.data.regimes import DEFAULT_ION_SPECIES
 from adascale.predictions import frame_groups
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """How every stage of one report states its MAEs: the unit, the frame-bootstrap resamples of
+    the 95 % intervals, and the ion species (atomic numbers) that define the ``ions`` and
+    ``close_contact`` subsets of frames scored directly."""
+
+    units: str = "kJ/mol/nm"
+    n_resamples: int = DEFAULT_RESAMPLES
+    ion_species: tuple[int, ...] = DEFAULT_ION_SPECIES
 
 
 class FrameBootstrap:

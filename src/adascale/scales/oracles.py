@@ -1,4 +1,4 @@
-"""Per-sample losses along the scale axis and the label-aware routers (oracles) of DESIGN §3.
+"""Per-sample losses along the scale axis and the label-aware routers (oracles) (docs/concepts.md, "Oracles").
 
 Everything works on anchor errors E = pred - ref, shape (K, N, 3) in eV/Å: the error at
 scale s interpolates like the forces do. A sample's loss is l_i(s) = mean_c |E_i,c(s)|.

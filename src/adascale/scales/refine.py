@@ -1,4 +1,4 @@
-"""Loss-guided refinement of a scale pool (DESIGN §3), fitted on one prediction set.
+"""Loss-guided refinement of a scale pool (docs/concepts.md, "Loss-guided pool refinement"), fitted on one prediction set.
 
 The objective is the pool-oracle loss L(P) = mean_i min_{p in P} l_i(p) (per frame when the
 :class:`ScaleLosses` routes frames). Both moves below never raise it:

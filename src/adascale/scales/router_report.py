@@ -1,5 +1,5 @@
 """``adascale route``: fit learned routers on training predictions, select on validation,
-report on test, beside the fixed scales and the oracles (DESIGN §5 JSON).
+report on test, beside the fixed scales and the oracles (the report JSON: units, counts, methods).
 
 Nothing is fitted on the test set: the routers and the refined pool are fitted on train,
 the router kind (hard or soft) and ``best_global_s`` are chosen on validation.

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adascale.errors import AdaScaleError
+from adascale.training.loop import LoopSettings
 
 BUILTIN_CONFIGS = ("local", "long_range", "scale_conditioned")
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -137,31 +139,15 @@ class ModelSettings(_Strict):
         }
 
 
-class TrainingSettings(_Strict):
-    """Optimisation, data keys and stopping rules."""
+class TrainingSettings(LoopSettings):
+    """Optimisation, data keys and stopping rules: the training loop's settings (inherited) plus the
+    data and the loss of a branch."""
 
-    seed: int = Field(0, description="Seeds weight initialisation and the frame order of every epoch: same seed, same numbers.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point precision of the model and data.")
     forces_key: str = Field("REF_forces", description="Per-atom array holding reference forces (eV/Å); 'forces' is the fallback.")
     energy_key: str = Field(
         "REF_energy", description="Per-frame value holding reference energies (eV); 'energy' is the fallback."
     )
-    batch_size: int = Field(
-        1, ge=1, description="Frames per optimizer step, over all processes (a multiple of the process count)."
-    )
-    learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
-    final_learning_rate_factor: float = Field(
-        0.02, gt=0, le=1, description="The cosine schedule decays to learning_rate x this at the end of the run."
-    )
-    warmup_steps: int = Field(20, ge=0, description="Steps of linear learning-rate warm-up.")
-    schedule: Literal["cosine", "cosine_time", "constant"] = Field(
-        "cosine",
-        description="'cosine': decay over the step budget (max_steps, or max_epochs epochs: reproducible); "
-        "'cosine_time': also over time_budget_minutes if that ends first (equal-wall-time comparisons, not "
-        "reproducible); 'constant' after warm-up.",
-    )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
-    gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")
     force_loss: Literal["mse", "l1", "huber"] = Field("mse", description="Per-component force loss.")
     huber_delta: float = Field(0.1, gt=0, description="eV/Å: the Huber loss is quadratic below this error, linear above.")
     species_force_weights: dict[int, float] = Field(
@@ -170,30 +156,6 @@ class TrainingSettings(_Strict):
     )
     energy_weight: float = Field(
         0.0, ge=0, description="Weight of the per-atom energy MSE (eV^2) added to the force loss; 0 trains on forces only."
-    )
-    max_epochs: int = Field(100, ge=1, description="Upper bound on passes over the training frames.")
-    max_steps: int | None = Field(
-        None, ge=1, description="Optimizer steps in total (the cosine decays over them); null: max_epochs epochs."
-    )
-    patience: int = Field(10, ge=1, description="Stop after this many validations without a better validation force MAE.")
-    time_budget_minutes: float | None = Field(
-        None,
-        gt=0,
-        description="Upper bound on wall time: stop (and validate a last time) within it, flagged as budget_hit; null for no limit. "
-        "Budget by steps or epochs for reproducible runs.",
-    )
-    checkpoint_every_steps: int = Field(
-        50, ge=1, description="Write the resumable checkpoint this often (and after every epoch)."
-    )
-    init_from: str | list[str] | dict[str, str] | None = Field(
-        None,
-        description="Warm start: a model directory whose weights the model starts from (a list: one directory per "
-        "branch of a mixture; a map: submodule name -> directory); null starts from the seeded initialisation.",
-    )
-    trainable: list[str] | None = Field(
-        None,
-        description="Train only parameters whose names start with one of these prefixes (the rest frozen), "
-        "e.g. ['router', 'energy_offsets']; [''] trains all; null: as the model is built.",
     )
 
 
@@ -211,12 +173,11 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
     """
     raw, where = _read_source(source)
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise AdaScaleError(f"{where}: invalid config: {problems}") from None
+        raise AdaScaleError(f"{where}: invalid config: {validation_problems(exc)}") from None
 
 
 def config_to_yaml(config: TrainConfig) -> str:
@@ -224,8 +185,8 @@ def config_to_yaml(config: TrainConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def describe_settings() -> str:
-    """Every field with its default and description, one per line, for ``--show-settings``."""
+def describe_settings(settings: type[BaseModel] = TrainConfig) -> str:
+    """Every field of ``settings`` with its default and description, one per line, for ``--show-settings``."""
     lines = []
 
     def walk(model: type[BaseModel], prefix: str) -> None:
@@ -238,8 +199,25 @@ def describe_settings() -> str:
             else:
                 lines.append(f"{key} (default {field.get_default(call_default_factory=True)!r}): {field.description}")
 
-    walk(TrainConfig, "")
+    walk(settings, "")
     return "\n".join(lines)
+
+
+def settings_with_overrides(settings: type[SettingsT], overrides: list[str] | tuple[str, ...]) -> SettingsT:
+    """``settings`` (a pydantic model) at its defaults with ``key=value`` ``overrides`` (``--set``), validated."""
+    raw: dict = {}
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        return settings.model_validate(raw)
+    except ValidationError as exc:
+        raise AdaScaleError(f"--set: invalid settings: {validation_problems(exc)}") from None
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic validation error on one line: ``field.path: message; ...``."""
+    messages = (f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+    return "; ".join(message.lstrip(": ") for message in messages)
 
 
 def _nested_model(annotation) -> type[BaseModel] | None:
@@ -269,7 +247,8 @@ def _read_source(source: str | Path | None) -> tuple[dict, str]:
     return raw, where
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def apply_override(raw: dict, item: str) -> None:
+    """Set the dotted ``key=value`` ``item`` (a YAML value) in the raw settings ``raw``, creating blocks on the way."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise AdaScaleError(f"override {item!r} must look like key=value, e.g. model.cutoff=4.0")

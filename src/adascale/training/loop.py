@@ -37,10 +37,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
@@ -55,28 +56,66 @@ LOG_FILE = "log.jsonl"
 OUTCOME_KEYS = ("best_valid_mae", "best_epoch", "epochs", "steps", "stopped", "budget_hit")
 
 
-@dataclass
-class LoopSettings:
-    """Optimisation, budgets and stopping of one training run (every task alike)."""
+class LoopSettings(BaseModel):
+    """Optimisation, budgets and stopping of one training run (every task alike). The ``training``
+    block of a training config extends it (:class:`adascale.training.config.TrainingSettings`), so a
+    branch's training settings are loop settings as they stand."""
 
-    seed: int = 0  # the item order of every epoch and the per-step torch generator
-    batch_size: int = 1  # items per optimizer step (over all processes)
-    learning_rate: float = 3e-3  # peak AdamW learning rate
-    final_learning_rate_factor: float = 0.02  # the cosine ends at learning_rate x this
-    warmup_steps: int = 20
-    schedule: str = "cosine"  # "cosine" (over the step budget), "cosine_time" (over the wall-clock bound too) or "constant"
-    weight_decay: float = 0.0
-    gradient_clip: float | None = 10.0
-    max_epochs: int = 100
-    max_steps: int | None = None  # total optimizer steps (None: max_epochs epochs)
-    epoch_items: int | None = None  # items per epoch, a fresh seeded subset each epoch (None: all)
-    drop_last: bool = True  # drop an epoch's last incomplete batch (False: train on it too)
-    patience: int = 10  # validations without a better validation MAE before stopping
-    time_budget_minutes: float | None = None  # wall-clock upper bound (a run cut by it is flagged)
-    checkpoint_every_steps: int = 50
-    validate_at_start: bool = False  # score the starting weights too (a warm start may be the best)
-    init_from: str | list[str] | dict[str, str] | None = None  # warm start: see adascale.models.io.initialise_from
-    trainable: list[str] | None = None  # parameter-name prefixes to train, the rest frozen (None: as the model is)
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="Seeds weight initialisation and the frame order of every epoch: same seed, same numbers.")
+    batch_size: int = Field(
+        1, ge=1, description="Frames per optimizer step, over all processes (a multiple of the process count)."
+    )
+    learning_rate: float = Field(3e-3, gt=0, description="Peak AdamW learning rate.")
+    final_learning_rate_factor: float = Field(
+        0.02, gt=0, le=1, description="The cosine schedule decays to learning_rate x this at the end of the run."
+    )
+    warmup_steps: int = Field(20, ge=0, description="Steps of linear learning-rate warm-up.")
+    schedule: Literal["cosine", "cosine_time", "constant"] = Field(
+        "cosine",
+        description="'cosine': decay over the step budget (max_steps, or max_epochs epochs: reproducible); "
+        "'cosine_time': also over time_budget_minutes if that ends first (equal-wall-time comparisons, not "
+        "reproducible); 'constant' after warm-up.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay.")
+    gradient_clip: float | None = Field(10.0, gt=0, description="Clip the gradient norm to this; null for no clipping.")
+    max_epochs: int = Field(100, ge=1, description="Upper bound on passes over the training frames.")
+    max_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Optimizer steps in total (the cosine decays over them); null: max_epochs epochs; "
+        "0 (with validate_at_start) only scores the starting weights.",
+    )
+    epoch_items: int | None = Field(None, ge=1, description="Items per epoch, a fresh seeded subset each epoch; null: all.")
+    drop_last: bool = Field(True, description="Drop an epoch's last incomplete batch (false: train on it too).")
+    patience: int = Field(10, ge=1, description="Stop after this many validations without a better validation force MAE.")
+    time_budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Upper bound on wall time: stop (and validate a last time) within it, flagged as budget_hit; null for no limit. "
+        "Budget by steps or epochs for reproducible runs.",
+    )
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="Write the resumable checkpoint this often (and after every epoch)."
+    )
+    validate_at_start: bool = Field(False, description="Score the starting weights too (a warm start may be the best).")
+    init_from: str | list[str] | dict[str, str] | None = Field(
+        None,
+        description="Warm start: a model directory whose weights the model starts from (a list: one directory per "
+        "branch of a mixture; a map: submodule name -> directory); null starts from the seeded initialisation.",
+    )
+    trainable: list[str] | None = Field(
+        None,
+        description="Train only parameters whose names start with one of these prefixes (the rest frozen), "
+        "e.g. ['router', 'energy_offsets']; [''] trains all; null: as the model is built.",
+    )
+
+    @model_validator(mode="after")
+    def _zero_steps_validate(self) -> LoopSettings:
+        if self.max_steps == 0 and not self.validate_at_start:
+            raise ValueError("max_steps 0 trains nothing: it needs validate_at_start to score the starting weights")
+        return self
 
 
 class Task(Protocol):

@@ -28,7 +28,7 @@ from adascale.training.charges import fit_species_charges
 from adascale.training.config import TrainConfig, config_to_yaml
 from adascale.training.data import FrameDataset, fit_species_shifts, force_rms, training_species
 from adascale.training.distributed import DistributedContext
-from adascale.training.loop import LoopSettings, TrainingLoop, TrainResult
+from adascale.training.loop import TrainingLoop, TrainResult
 from adascale.training.tasks import FrameLoss, FrameTask
 
 METRICS_FILE = "metrics.json"
@@ -63,7 +63,7 @@ class Trainer:
         self.task = FrameTask(self.model, train_set, valid_frames, loss, context=self.context, save_best=self._save_best)
         self.loop = TrainingLoop(
             self.task,
-            loop_settings(s),
+            s,
             self.out_dir,
             context=self.context,
             config=config.model_dump(mode="json"),
@@ -127,27 +127,6 @@ class Trainer:
         path = self.out_dir / METRICS_FILE
         current = json.loads(path.read_text()) if path.is_file() else {}
         write_json(path, current | values)
-
-
-def loop_settings(s) -> LoopSettings:
-    """The loop's settings from a config's ``training`` block."""
-    return LoopSettings(
-        seed=s.seed,
-        batch_size=s.batch_size,
-        learning_rate=s.learning_rate,
-        final_learning_rate_factor=s.final_learning_rate_factor,
-        warmup_steps=s.warmup_steps,
-        schedule=s.schedule,
-        weight_decay=s.weight_decay,
-        gradient_clip=s.gradient_clip,
-        max_epochs=s.max_epochs,
-        max_steps=s.max_steps,
-        patience=s.patience,
-        time_budget_minutes=s.time_budget_minutes,
-        checkpoint_every_steps=s.checkpoint_every_steps,
-        init_from=s.init_from,
-        trainable=s.trainable,
-    )
 
 
 def _check_frames(train: Sequence[Frame], valid: Sequence[Frame], cutoff: float, need_energy: bool) -> None:

@@ -9,34 +9,37 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from adascale import pipeline
+from adascale.pipeline import stages
 from adascale.data.frames import read_frames, write_frames
 from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
-from adascale.pipeline import RunConfig, evaluate_run, load_run_config, run_pipeline, with_data
+from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, with_data
 
 TINY_MODEL = ["model.features=8", "model.interactions=1", "training.max_epochs=1", "training.warmup_steps=1"]
 
 
+#: The default run made tiny (merged onto it, as every run config is).
+TINY_RUN = {
+    "testbed": {"frames": 8, "stride_ps": 0.02, "equil_ps": 0.1, "replicas": 1},
+    "split": (4, 2, 2),
+    "anchors": [
+        {"name": "local", "config": "local", "overrides": TINY_MODEL},
+        {"name": "long_range", "config": "long_range", "overrides": TINY_MODEL},
+    ],
+    "adaptive": {
+        "trunk_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
+        "router_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
+    },
+    "route_train_frames": 4,
+    "mixture": {"train_frames": 4, "finetune_epochs": 1, "finetune_minutes": 5.0},  # minutes: an upper bound only
+    "bootstrap": 20,
+    "threads": 1,  # as the built-in configs: float sums depend on the thread count
+}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    config = RunConfig(
-        testbed={"frames": 8, "stride_ps": 0.02, "equil_ps": 0.1, "replicas": 1},
-        split=(4, 2, 2),
-        anchors=[
-            {"name": "local", "config": "local", "overrides": TINY_MODEL},
-            {"name": "long_range", "config": "long_range", "overrides": TINY_MODEL},
-        ],
-        adaptive={
-            "trunk_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
-            "router_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
-        },
-        route_train_frames=4,
-        mixture_finetune_epochs=1,
-        mixture_finetune_minutes=5.0,  # an upper bound only: the tiny fine-tune takes seconds
-        bootstrap=20,
-        threads=1,  # as the built-in configs: float sums depend on the thread count
-    )
+    config = run_config(TINY_RUN)
     out = tmp_path_factory.mktemp("run")
     report = run_pipeline(out, config, Console(quiet=True))
     return out, config, report
@@ -193,7 +196,7 @@ def test_a_changed_data_file_invalidates_the_cache(data_run, monkeypatch):
     def training(*args):
         raise RuntimeError("retraining")
 
-    monkeypatch.setattr(pipeline, "_train", training)
+    monkeypatch.setattr(stages, "_train", training)
     with pytest.raises(RuntimeError, match="retraining"):
         run_pipeline(root / "run", config, Console(quiet=True))
     assert json.loads((root / "run" / "data" / "source.json").read_text())["files"][0]["sha256"] == file_sha256(source)
@@ -232,7 +235,7 @@ def test_run_on_bad_user_data_fails_before_any_training(tiny_run, tmp_path, monk
     def training(*args):
         raise AssertionError("training started")
 
-    monkeypatch.setattr(pipeline, "_train", training)
+    monkeypatch.setattr(stages, "_train", training)
     with pytest.raises(AdaScaleError, match=match) as error:
         run_pipeline(tmp_path / "run", _data_config(config, **data), Console(quiet=True))
     assert "\n" not in str(error.value)

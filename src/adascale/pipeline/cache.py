@@ -19,6 +19,7 @@ from rich.console import Console
 
 from adascale import __version__
 from adascale.files import atomic_output
+from adascale.layout import RunLayout
 
 
 def stable_hash(payload: object) -> str:
@@ -57,7 +58,7 @@ class StageRunner:
         """
         key = stage_key(name, settings, [self.keys[a] for a in after])
         self.keys[name] = key
-        marker = self.root / ".stages" / f"{name}.json"
+        marker = RunLayout(self.root).stage_marker(name)
         if marker.exists() and json.loads(marker.read_text()).get("key") == key:
             self.timings[name] = 0.0
             self.console.print(f"[dim]• {name}: cached[/dim]")

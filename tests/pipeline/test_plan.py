@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from adascale.pipeline import RunConfig, load_run_config, stage_plan
-from adascale.stages import StageRunner
+from adascale.pipeline.cache import StageRunner
 
 BASE = load_run_config(None, quick=True)
 ANCHORS = [a.name for a in BASE.anchors]  # local, long_range
@@ -38,12 +38,10 @@ RERUNS: dict[str, list[str]] = {
     "split": ALL[1:],
     "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
     "anchors.1.*": [f"train_{ANCHORS[1]}", *AFTER_TRAINING],
-    "route_train_frames": AFTER_TRAINING,
+    "route_train_frames": ["predict", "refine", "route", "report"],  # the routers' frames, not the mixture's
     "refine_max_size": ["refine", "route", "adaptive_analysis", "report"],
     "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
-    "mixture_finetune_minutes": ["mixture", "deploy", "report"],
-    "mixture_finetune_epochs": ["mixture", "deploy", "report"],
-    "mixture_finetune_frames": ["mixture", "deploy", "report"],
+    "mixture.*": ["mixture", "deploy", "report"],
     "adaptive.name": [*ADAPTIVE, "deploy", "report"],
     "adaptive.config": [*ADAPTIVE, "deploy", "report"],
     "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "report"],
@@ -78,6 +76,10 @@ def changed(path: str, value: object) -> object:
         return [*value, "model.features=16"]
     if path == "units":
         return "meV/A"
+    if path == "mixture.dtype":
+        return "float64"
+    if path == "mixture.feature_radii":
+        return (2.5, 3.5)
     if path == "data":
         return {"file": __file__}  # stand-in work never reads it; its bytes key the split
     if isinstance(value, bool):
@@ -156,9 +158,9 @@ def test_user_data_is_keyed_by_its_content_not_its_path(tmp_path):
 
 
 def test_the_mixture_router_radii_rule_enters_the_mixture_key(tmp_path, monkeypatch):
-    """The default router radii are not a run setting but a rule of fit_mixture: changing it must refit."""
-    from adascale.deploy import fit_mixture
+    """The default router radii are not a run setting but a rule of the mixture's: changing it must refit."""
+    from adascale.training import mixture
 
     assert reran(tmp_path, BASE) == ALL
-    monkeypatch.setattr(fit_mixture, "FEATURE_RADII_FRACTIONS", (0.5, 1.0))
+    monkeypatch.setattr(mixture, "FEATURE_RADII_FRACTIONS", (0.5, 1.0))
     assert reran(tmp_path, BASE) == ["mixture", "deploy", "report"]

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY, make_branches
 from typer.testing import CliRunner
 
 from adascale.cli import app
 from adascale.data.frames import read_frames, write_frames
-from adascale.deploy.fit_mixture import MixtureSettings, build_mixture, evaluate_frames, fit_mixture, router_weights
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model, save_model
 from adascale.models.long_range import LongRangePaiNN
 from adascale.scales.features import ROUTER_FEATURES_KEY
+from adascale.scales.metrics import ReportContext
+from adascale.scales.mixture import evaluate_frames, fit_mixture, router_weights
 from adascale.scales.routers import RouterInputs
+from adascale.training.mixture import MixtureSettings, build_mixture
 from adascale.units import KJ_MOL_NM_PER_EV_A
+from deploy.tiny_models import TINY, make_branches
 from models.branch_checks import SPECIES, water_ion_frame
 
-SETTINGS = replace(TINY, train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2)
+CONTEXT = ReportContext(n_resamples=20)
+IONS = (11, 17)
+SETTINGS = TINY.model_copy(update=dict(train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2))
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +42,15 @@ def frames():
 
 
 def test_default_router_radii_stay_within_the_branches_so_one_list_serves_all(frames):
-    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=None))
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY.model_copy(update=dict(feature_radii=None)), IONS)
     assert mixture.spec.radii == (2.333, 3.333, 4.0)  # fractions 7/12, 5/6, 1 of the 4 Å long-range branch
     assert mixture.cutoff == max(branch.cutoff for branch in mixture.branches) == 4.0
-    wider = build_mixture(make_branches(), [0.0, 1.0], frames[0], replace(TINY, feature_radii=(2.5, 5.0)))
+    wider = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY.model_copy(update=dict(feature_radii=(2.5, 5.0))), IONS)
     assert wider.spec.radii == (2.5, 5.0) and wider.cutoff == 5.0  # an explicit choice is kept
 
 
 def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(frames):
-    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY)
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY, IONS)
     predictions, mixed = evaluate_frames(mixture, frames[:2])
     for index, frame in enumerate(frames[:2]):
         rows = predictions.frame == index
@@ -63,7 +66,7 @@ def test_evaluate_frames_gives_branch_and_mixture_forces_with_router_inputs(fram
 
 def test_fit_mixture_reports_both_modes_and_keeps_the_best_epoch(frames):
     mixture, report = fit_mixture(
-        make_branches(), [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=SETTINGS, n_resamples=20
+        make_branches(), [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=SETTINGS, context=CONTEXT
     )
     methods = report["methods"]
     for name in (
@@ -86,12 +89,12 @@ def test_fit_mixture_reports_both_modes_and_keeps_the_best_epoch(frames):
 
 
 def test_warm_start_copies_the_soft_router_into_the_mixture(frames):
-    from adascale.deploy.fit_mixture import warm_start
+    from adascale.scales.mixture import warm_start
 
-    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY)
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY, IONS)
     train, _ = evaluate_frames(mixture, frames[:3])
     valid, _ = evaluate_frames(mixture, frames[3:5])
-    fit = warm_start(mixture, train, valid, replace(SETTINGS, hidden=(8,)))
+    fit = warm_start(mixture, train, valid, SETTINGS.model_copy(update=dict(hidden=(8,))))
     np.testing.assert_allclose(router_weights(mixture, valid), fit.router.weights(RouterInputs.of(valid)), atol=1e-5)
     assert fit.router.config.blocks == ["geometry", "latent"]  # no branch forces: the mixture cannot read them
 
@@ -117,14 +120,14 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
         str(tmp_path / "mix"),
         "--json",
         str(tmp_path / "m.json"),
-        "--train-frames",
-        "3",
-        "--valid-frames",
-        "2",
-        "--finetune-epochs",
-        "1",
-        "--finetune-frames",
-        "1",
+        "--set",
+        "train_frames=3",
+        "--set",
+        "valid_frames=2",
+        "--set",
+        "finetune_epochs=1",
+        "--set",
+        "finetune_frames=1",
         "--bootstrap",
         "20",
         "--threads",
@@ -140,7 +143,7 @@ def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):
     settings = MixtureSettings(train_frames=3, valid_frames=2, finetune_epochs=1, finetune_frames=1)
     branches = [load_model(tmp_path / name) for name in ("local", "long")]
     split = [read_frames(tmp_path / f"{name}.extxyz") for name in ("train", "valid", "test")]
-    _, library = fit_mixture(branches, [0.0, 1.0], *split, settings=settings, n_resamples=20)
+    _, library = fit_mixture(branches, [0.0, 1.0], *split, settings=settings, context=CONTEXT)
     assert report["counts"] == library["counts"] and report["methods"] == json.loads(json.dumps(library["methods"]))
     # ... and the mixture it saved scores the test frames at the reported conservative MAE
     test, mixed = evaluate_frames(saved, split[2])
@@ -156,7 +159,13 @@ def test_joint_mixture_trains_its_branches_and_the_global_control_keeps_one_scal
     branches = make_branches()
     before = [p.detach().clone() for p in branches[1].parameters()]
     joint, report = fit_mixture(
-        branches, [0.0, 1.0], frames[:4], frames[4:6], frames[6:], settings=replace(SETTINGS, joint=True), n_resamples=20
+        branches,
+        [0.0, 1.0],
+        frames[:4],
+        frames[4:6],
+        frames[6:],
+        settings=SETTINGS.model_copy(update=dict(joint=True)),
+        context=CONTEXT,
     )
     assert joint.gauge_penalty == SETTINGS.gauge_penalty
     moved = [not torch.equal(a, b) for a, b in zip(before, joint.branches[1].parameters())]
@@ -168,8 +177,8 @@ def test_joint_mixture_trains_its_branches_and_the_global_control_keeps_one_scal
         frames[:4],
         frames[4:6],
         frames[6:],
-        settings=replace(SETTINGS, global_weight=True),
-        n_resamples=20,
+        settings=SETTINGS.model_copy(update=dict(global_weight=True)),
+        context=CONTEXT,
     )
     batch = AtomsBatch.from_frame(frames[6], control.cutoff, dtype=torch.float64)
     weights = control(batch)["features"][:, :2]

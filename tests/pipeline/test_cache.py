@@ -2,7 +2,7 @@ import json
 
 from rich.console import Console
 
-from adascale.stages import StageRunner, stable_hash
+from adascale.pipeline.cache import StageRunner, stable_hash
 
 
 def _runner(tmp_path):

@@ -1,0 +1,108 @@
+"""The run's report: the stage reports merged into ``report.json`` / ``report.md``, with breakdowns and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from adascale.files import atomic_output, write_json
+from adascale.layout import PLOTS, RunLayout
+from adascale.pipeline.config import RunConfig
+from adascale.pipeline.stages import branch_dirs, load_predictions
+from adascale.predictions import PredictionSet
+from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, router_name
+
+
+def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float]) -> None:
+    """Merge the stage reports into report.json / report.md and draw the plots."""
+    report = json.loads(run.route.read_text())
+    refined = json.loads(run.refine.read_text())
+    mixture = json.loads(run.mixture_report.read_text())
+    report["refinement"] = refined["refinement"]
+    for name in MIXTURE_METHODS:
+        report["methods"][name] = mixture["methods"][name]
+    report["mixture"] = mixture["mixture"]
+    report["training"] = training_outcomes(run, config, mixture["mixture"]["finetune"])
+    if config.adaptive is not None:
+        add_adaptive(report, json.loads(run.adaptive.read_text()), config.adaptive.name)
+    deploy = json.loads(run.deploy.read_text())
+    report["methods"]["deployed"] = deploy["test"]
+    report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
+    if run.source.exists():
+        report["data"] = json.loads(run.source.read_text())
+    test = load_predictions(run, "test")
+    losses = router_losses(run, test) | {"deployed": np.load(run.deployed_test_losses)}
+    finish_report(report, test, losses, run, timings)
+
+
+def add_adaptive(report: dict, adaptive: dict, name: str) -> None:
+    """The scale-conditioned model in a run report: ``<name>`` (its router, deployable) and
+    ``<name>_best_s`` (all atoms at its best single scale: the control without adaptivity), plus
+    its own scale analysis under ``report[name]``."""
+    methods = adaptive["methods"]
+    report["methods"][name] = methods["router"]
+    report["methods"][f"{name}_best_s"] = methods["best_global_s"]
+    report[name] = {
+        "methods": methods,
+        "refinement": adaptive["refinement"],
+        "scale_distribution": adaptive["scale_distribution"],
+    }
+
+
+def training_outcomes(run: RunLayout, config: RunConfig, finetune: dict) -> dict[str, dict]:
+    """How each anchor's training and the mixture fine-tune ended (steps, stopped, ``budget_hit``:
+    the wall-clock upper bound cut it, so its numbers depend on the machine's load)."""
+    from adascale.training.loop import OUTCOME_KEYS
+    from adascale.training.trainer import METRICS_FILE
+
+    directories = dict(zip((anchor.name for anchor in config.anchors), branch_dirs(run, config)))
+    if config.adaptive is not None:
+        name = config.adaptive.name
+        directories |= {f"{name}_trunk": run.branch(f"{name}_trunk"), name: run.branch(name)}
+    outcomes = {}
+    for name, directory in directories.items():
+        training = json.loads((directory / METRICS_FILE).read_text())["training"]
+        outcomes[name] = {key: training.get(key) for key in OUTCOME_KEYS}
+    outcomes["mixture_finetune"] = finetune
+    return outcomes
+
+
+def router_losses(run: RunLayout, test: PredictionSet) -> dict[str, np.ndarray]:
+    """Per-sample losses (N,) of the run's saved routers on ``test``: router_hard, router_soft, router."""
+    from adascale.scales.router_report import load_selected_router
+    from adascale.scales.routers import KINDS, Router
+
+    losses = {router_name(kind): Router.load(run.routers / kind).sample_loss(test) for kind in KINDS}
+    losses[ROUTER] = load_selected_router(run.routers).sample_loss(test)
+    return losses
+
+
+def finish_report(
+    report: dict,
+    test: PredictionSet,
+    extra_losses: dict[str, np.ndarray],
+    run: RunLayout,
+    timings: dict[str, float] | None = None,
+) -> None:
+    """Add the distance and species breakdowns (scale methods plus ``extra_losses`` (N,) eV/Å),
+    the deployment table and the plots; write report.json and report.md into the run."""
+    from adascale.report.markdown import render_markdown
+    from adascale.report.plots import write_plots
+    from adascale.scales.analysis import breakdown, method_losses
+
+    per_sample = method_losses(test, report["methods"]) | extra_losses
+    report.update(breakdown(test, per_sample, units=report["units"], n_resamples=report["settings"]["bootstrap"]["resamples"]))
+
+    report["deployment"] = [
+        {"mode": "per-atom force mixing (paper)", "method": ROUTER, "conservative": False},
+        {"mode": "per-atom force mixing, mixture weights", "method": MIXTURE_FORCE_MIXING, "conservative": False},
+        {"mode": "conservative energy mixture (MD)", "method": MIXTURE, "conservative": True},
+    ]
+    report["deployment"] = [item for item in report["deployment"] if item["method"] in report["methods"]]
+    if timings:
+        report["timings_s"] = timings
+    report["plots"] = {name: f"{PLOTS}/{file}" for name, file in write_plots(report, run.plots).items()}
+    write_json(run.report_json, report)
+    with atomic_output(run.report_md) as tmp:
+        tmp.write_text(render_markdown(report))
