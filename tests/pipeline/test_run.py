@@ -13,6 +13,7 @@ from adascale.pipeline import stages
 from adascale.data.frames import read_frames, write_frames
 from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
+from adascale.predictions import PredictionSet
 from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, with_data
 
 TINY_MODEL = ["model.features=8", "model.interactions=1", "training.max_epochs=1", "training.warmup_steps=1"]
@@ -252,3 +253,39 @@ def test_data_settings_need_one_source_and_sane_fractions(tiny_run):
         with_data(config, file="a.extxyz", split=(0.8, 0.2, 0.1))
     with pytest.raises(AdaScaleError, match=r"unknown ion species symbol"):
         with_data(config, file="a.extxyz", ion_species=["Xx"])
+
+
+def test_a_species_missing_from_small_valid_and_test_sets_runs_through(tmp_path):
+    """The run's species come from its training split: 13 frames whose training part holds Na, Cl
+    and K and whose validation and test frames hold only Cl and K run through every stage (the
+    router features of each split once took their species from that split and the route stage died)."""
+    from training.tiny_data import labelled_frames
+
+    frames = labelled_frames(13)
+    for index, frame in enumerate(frames):
+        if index < 5 or index >= 11:  # Na -> K: K in the training part, no Na in the last two frames
+            frame.numbers = np.where(frame.numbers == 11, 19, frame.numbers)
+    write_frames(tmp_path / "mixed.extxyz", frames)
+    small = ["model.cutoff=3.5", *TINY_MODEL]  # the 7 Å boxes allow a 3.5 Å cutoff
+    config = run_config(
+        {
+            "anchors": [
+                {"name": "local", "config": "local", "overrides": small},
+                {"name": "long_range", "config": "long_range", "overrides": small},
+            ],
+            "adaptive": None,
+            "route_train_frames": 4,
+            "mixture": {"train_frames": 4, "valid_frames": 1, "finetune_epochs": 1, "finetune_frames": 2},
+            "bootstrap": 20,
+            "threads": 1,
+        }
+    )
+    config = with_data(config, file=str(tmp_path / "mixed.extxyz"), split=(0.8, 0.1, 0.1))
+    report = run_pipeline(tmp_path / "run", config, Console(quiet=True))
+    assert report["data"]["frames"] == {"train": 11, "valid": 1, "test": 1}
+    for split in ("train", "valid", "test"):
+        spec = PredictionSet.load(tmp_path / "run" / "predictions" / f"{split}.npz").metadata["router_feature_spec"]
+        assert spec["species"] == [1, 8, 11, 17, 19], split
+    assert np.isfinite(report["methods"]["router"]["all"]) and np.isfinite(report["methods"]["mixture"]["all"])
+    again = evaluate_run(tmp_path / "run", tmp_path / "run" / "data" / "test.extxyz")
+    assert again["methods"]["router"]["all"] == pytest.approx(report["methods"]["router"]["all"], rel=1e-6)
