@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from adascale.pipeline import stages
 from adascale.data.frames import read_frames, write_frames
 from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
+from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, stages, with_data
 from adascale.predictions import PredictionSet
-from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, with_data
 
 TINY_MODEL = ["model.features=8", "model.interactions=1", "training.max_epochs=1", "training.warmup_steps=1"]
 
