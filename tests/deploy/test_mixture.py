@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
@@ -32,7 +30,7 @@ def _default_radii_mixture() -> AdaptiveMixture:
     """A mixture at the default router radii (here 2.33, 3.33, 4 Å: within the 4 Å branch, so one list
     serves it), its router's last layer scaled down so that nearly every atom mixes both branches
     and the router's own gradient is in nearly every force."""
-    mixture = make_mixture(settings=replace(TINY, feature_radii=None))
+    mixture = make_mixture(settings=TINY.model_copy(update={"feature_radii": None}))
     with torch.no_grad():
         last = mixture.router.mlp[-1]
         last.weight.mul_(0.03)

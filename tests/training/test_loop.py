@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from adascale.training.tasks import FrameTask
 from models.branch_checks import SPECIES
 from training.loop_cases import SETTINGS, mixture_case, painn_case, state_equal
 
-SHORT = replace(SETTINGS, max_epochs=1)
+SHORT = SETTINGS.model_copy(update=dict(max_epochs=1))
 
 
 def _states(model) -> dict:
@@ -25,7 +23,7 @@ def _states(model) -> dict:
 def test_trainable_prefixes_train_only_those_parameters():
     task, settings = mixture_case(trainable=["router", "energy_offsets"])  # "router only"
     before = _states(task.model)
-    TrainingLoop(task, replace(settings, max_epochs=1, validate_at_start=False)).run()
+    TrainingLoop(task, settings.model_copy(update=dict(max_epochs=1, validate_at_start=False))).run()
     after = task.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith(("router.", "energy_offsets")) for k in changed)
@@ -34,7 +32,7 @@ def test_trainable_prefixes_train_only_those_parameters():
 
     task, settings = mixture_case(trainable=[""])  # "all unfrozen": the branches move too
     before = _states(task.model)
-    TrainingLoop(task, replace(settings, max_epochs=1)).run()
+    TrainingLoop(task, settings.model_copy(update=dict(max_epochs=1))).run()
     assert any(k.startswith("branches.") and not torch.equal(before[k], v) for k, v in task.model.state_dict().items())
     with pytest.raises(AdaScaleError, match="no parameter name starts with 'routr'"):
         set_trainable(task.model, ["routr"])
@@ -46,7 +44,9 @@ def test_init_from_starts_from_a_saved_model(tmp_path):
     save_model(tmp_path / "source", source_task.model)
     task, _ = painn_case()  # the same seeded initialisation, before the warm start
     assert not state_equal(task.model.state_dict(), source_task.model.state_dict())
-    loop = TrainingLoop(task, replace(SHORT, init_from=str(tmp_path / "source"), validate_at_start=True, max_epochs=1))
+    loop = TrainingLoop(
+        task, SHORT.model_copy(update=dict(init_from=str(tmp_path / "source"), validate_at_start=True, max_epochs=1))
+    )
     assert state_equal(task.model.state_dict(), source_task.model.state_dict())
     start = loop.run().history[0]
     assert start["epoch"] == 0 and start["valid_force_mae"] == source_task.validate()["mae"]
@@ -81,11 +81,11 @@ def test_auxiliary_loss_is_added_to_the_frame_loss():
 
 def test_step_budget_and_wall_clock_bound_are_reported():
     task, _ = painn_case()
-    result = TrainingLoop(task, replace(SETTINGS, max_steps=6)).run()
+    result = TrainingLoop(task, SETTINGS.model_copy(update=dict(max_steps=6))).run()
     assert (result.stopped, result.steps, result.budget_hit) == ("max_steps", 6, False)
     assert [line["step"] for line in result.history] == [4, 6]  # epoch 1, then the partial epoch 2
     task, _ = painn_case()
-    result = TrainingLoop(task, replace(SETTINGS, time_budget_minutes=1e-6)).run()
+    result = TrainingLoop(task, SETTINGS.model_copy(update=dict(time_budget_minutes=1e-6))).run()
     assert result.stopped == "time_budget" and result.budget_hit and result.steps < 12
 
 
@@ -97,9 +97,11 @@ def test_step_seeds_depend_on_seed_step_and_rank_only():
 
 def test_cosine_time_decays_over_the_wall_clock_budget_and_cosine_over_steps_only():
     task, _ = painn_case()
-    by_steps = TrainingLoop(task, replace(SETTINGS, warmup_steps=0, time_budget_minutes=1.0))
-    by_time = TrainingLoop(task, replace(SETTINGS, warmup_steps=0, time_budget_minutes=1.0, schedule="cosine_time"))
+    by_steps = TrainingLoop(task, SETTINGS.model_copy(update=dict(warmup_steps=0, time_budget_minutes=1.0)))
+    by_time = TrainingLoop(
+        task, SETTINGS.model_copy(update=dict(warmup_steps=0, time_budget_minutes=1.0, schedule="cosine_time"))
+    )
     assert by_steps.learning_rate(elapsed_s=60.0) == by_steps.learning_rate(elapsed_s=0.0) == SETTINGS.learning_rate
     assert by_time.learning_rate(elapsed_s=60.0) == pytest.approx(SETTINGS.learning_rate * SETTINGS.final_learning_rate_factor)
     with pytest.raises(AdaScaleError, match="set time_budget_minutes"):
-        TrainingLoop(task, replace(SETTINGS, schedule="cosine_time"))
+        TrainingLoop(task, SETTINGS.model_copy(update=dict(schedule="cosine_time")))
