@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 #: What ``--device`` and ``device=`` accept: ``cpu``, ``cuda`` or ``cuda:N`` (None or ``auto``: CUDA when available).
-DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when a GPU is available, else cpu)."
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when a GPU is available, else cpu; docs/devices.md)."
 
 #: glibc ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
