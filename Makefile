@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/default
 
-.PHONY: setup run test bench bench-mace bench-adaptive clean
+.PHONY: setup run test test-unit bench bench-mace bench-adaptive clean
 
 $(BIN)/adascale: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n 2
+
+# the cheap tests only (under a minute): no runs, no long training, no MD; `make test` runs everything
+test-unit: setup
+	$(BIN)/python -m pytest -q -m unit
 
 bench: setup
 	$(BIN)/python benchmarks/bench_scales.py

@@ -1,4 +1,11 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the two kinds of test.
+
+``integration``: tests that build a run, train for many steps, run MD or OpenMM simulations or
+start processes; a module of them declares ``pytestmark = pytest.mark.integration`` (a single
+test, ``@pytest.mark.integration``). Every other test is a ``unit`` test, marked here, so
+``pytest -m unit`` (``make test-unit``) runs the cheap suite in under a minute and ``pytest``
+runs everything.
+"""
 
 from __future__ import annotations
 
@@ -20,3 +27,10 @@ def single_torch_thread():
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that is not ``integration`` as ``unit``."""
+    for item in items:
+        if item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.unit)

@@ -1,5 +1,6 @@
 """Process-wide settings a command makes once, at start: torch's CPU threads and, for long
-inference loops on one system (MD, timing), glibc's handling of freed memory.
+inference loops on one system (MD, timing), glibc's handling of freed memory; and the device
+(CPU or a CUDA GPU) a command computes on.
 
 Nothing here runs on import.
 """
@@ -8,6 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from typing import TYPE_CHECKING
+
+from adascale.errors import AdaScaleError
+
+if TYPE_CHECKING:
+    import torch
+
+#: What ``--device`` and ``device=`` accept: ``cpu``, ``cuda`` or ``cuda:N`` (None or ``auto``: CUDA when available).
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when a GPU is available, else cpu; docs/devices.md)."
 
 #: glibc ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -44,3 +54,33 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """The torch device called ``name``: ``cpu``, ``cuda``, ``cuda:N``; None or ``auto`` picks
+    CUDA when a GPU is available, else the CPU. A GPU that is not there raises AdaScaleError."""
+    import torch
+
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise AdaScaleError(f"device must be cpu, cuda or cuda:N, got {str(name)!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AdaScaleError(f"device {str(name)!r}: CUDA is not available here (no GPU, or a CPU build of torch); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AdaScaleError(f"device {str(name)!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def check_precision(device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse float64 on a GPU: adascale's models run in float32 there (GPUs are many times slower
+    in float64, and a silent downcast would change the numbers a float64 run promises)."""
+    import torch
+
+    if device.type == "cuda" and dtype == torch.float64:
+        raise AdaScaleError(f"float64 on {device}: models run in float32 on GPUs; use float32, or the cpu device for float64")

@@ -78,6 +78,7 @@ def _whole_and_shifted(frame, rng):
     return x / 10
 
 
+@pytest.mark.integration  # OpenMM simulation and AMOEBA labels (the labelled fixture)
 def test_amoeba_labels_equal_an_independent_recompute_from_the_written_positions(labelled):
     _, _, frames = labelled
     ev_per_kj_mol = ase.units.kJ / ase.units.mol
@@ -89,6 +90,7 @@ def test_amoeba_labels_equal_an_independent_recompute_from_the_written_positions
         assert np.abs(forces).mean() > 100  # real intermolecular forces, kJ/mol/nm
 
 
+@pytest.mark.integration  # OpenMM simulation and AMOEBA labels (the labelled fixture)
 def test_split_molecules_need_the_whole_molecule_positions(labelled):
     _, _, frames = labelled
     frame = frames[0]
@@ -100,6 +102,7 @@ def test_split_molecules_need_the_whole_molecule_positions(labelled):
     np.testing.assert_allclose(np.linalg.norm(whole[oxygens + 1] - whole[oxygens], axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.integration  # OpenMM simulation and AMOEBA labels (the labelled fixture)
 def test_same_configurations_other_labels_and_recorded_settings(labelled):
     root, spce, amoeba = labelled
     for a, b in zip(spce, amoeba):

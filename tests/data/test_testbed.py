@@ -59,6 +59,7 @@ def _openmm_labels(frame):
     return np.asarray(forces), state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
 
+@pytest.mark.integration  # OpenMM simulation (the tiny fixture)
 def test_stored_labels_equal_openmm_recomputed_from_the_stored_positions(tiny):
     _, _, frames = tiny
     kj_mol_in_ev = ase.units.kJ / ase.units.mol  # independent of adascale.units
@@ -71,6 +72,7 @@ def test_stored_labels_equal_openmm_recomputed_from_the_stored_positions(tiny):
         assert np.abs(frame.forces).mean() > 0.1  # real intermolecular forces, not zeros
 
 
+@pytest.mark.integration  # OpenMM simulation (the tiny fixture)
 def test_frames_are_wrapped_and_some_molecules_straddle_the_faces(tiny):
     _, _, frames = tiny
     for frame in frames:
@@ -83,6 +85,7 @@ def test_frames_are_wrapped_and_some_molecules_straddle_the_faces(tiny):
     assert np.allclose(np.sort(oh)[:10], 1.0, atol=1e-6)  # whole molecules keep the rigid SPC/E O-H length
 
 
+@pytest.mark.integration  # OpenMM simulation (the tiny fixture)
 def test_composition_and_recorded_settings(tiny):
     settings, _, frames = tiny
     numbers = frames[0].numbers
@@ -99,6 +102,7 @@ def test_default_box_holds_five_ion_pairs():
     assert NaClSettings().ion_pairs == 5
 
 
+@pytest.mark.integration  # OpenMM simulation (the tiny fixture)
 def test_repeat_call_comes_from_the_cache(tiny, monkeypatch):
     settings, root, _ = tiny
 
@@ -111,6 +115,7 @@ def test_repeat_call_comes_from_the_cache(tiny, monkeypatch):
     assert cache_path(NaClSettings(frames=3, **{**TINY, "seed": 2}), root / "cache") != cache_path(settings, root / "cache")
 
 
+@pytest.mark.integration  # OpenMM simulation (the tiny fixture)
 def test_replicas_run_in_parallel_processes_with_their_own_seeds(tiny, tmp_path):
     settings, _, single = tiny
     out = generate_nacl(

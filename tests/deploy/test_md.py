@@ -21,6 +21,8 @@ from adascale.errors import AdaScaleError
 from adascale.models.io import save_model
 from models.branch_checks import water_ion_frame
 
+pytestmark = pytest.mark.integration  # MD through ASE
+
 
 def test_rigid_water_is_exactly_ases_fix_bond_lengths():
     frame = water_ion_frame(12, 2, 8.5, seed=3, spacing_jitter=0.1)

@@ -3,10 +3,14 @@ the positions, yet the energy is conserved (forces include the scales' own gradi
 
 from __future__ import annotations
 
+import pytest
+
 from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.deploy.md import run_md
 from models.branch_checks import water_ion_frame
 from models.test_scale_conditioned import make_model, randomise_router
+
+pytestmark = pytest.mark.integration  # MD through ASE
 
 #: The issue's bound: 0.05 meV/atom/ps.
 DRIFT_BOUND = 5e-5  # eV/atom/ps

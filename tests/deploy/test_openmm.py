@@ -15,6 +15,8 @@ from adascale.errors import AdaScaleError
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
 from models.branch_checks import water_ion_frame
 
+pytestmark = pytest.mark.integration  # MD inside OpenMM
+
 
 @pytest.mark.parametrize("periodic", [True, False])
 def test_python_force_equals_the_calculator(mixture, periodic):

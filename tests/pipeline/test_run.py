@@ -15,6 +15,8 @@ from adascale.errors import AdaScaleError
 from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, stages, with_data
 from adascale.predictions import PredictionSet
 
+pytestmark = pytest.mark.integration  # whole pipeline runs (the tiny_run fixture)
+
 TINY_MODEL = ["model.features=8", "model.interactions=1", "training.max_epochs=1", "training.warmup_steps=1"]
 
 

@@ -16,6 +16,8 @@ from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from adascale.training.config import load_config
 from adascale.training.trainer import Trainer
 
+pytestmark = pytest.mark.integration  # training in two torchrun processes
+
 SETTINGS = [
     "model.cutoff=3.0",
     "model.features=8",

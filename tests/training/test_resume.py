@@ -18,6 +18,8 @@ from adascale.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from adascale.training.loop import LOG_FILE, TrainingLoop
 from training.loop_cases import CASES, TOTAL_STEPS, state_equal
 
+pytestmark = pytest.mark.integration  # training processes killed and resumed
+
 KILL_AT = 7  # after the step-6 checkpoint: step 7 is lost and redone
 
 

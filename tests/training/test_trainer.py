@@ -167,6 +167,7 @@ def _train_command(train: Path, valid: Path, out: Path, *extra: str) -> list[str
     ]
 
 
+@pytest.mark.integration  # two training processes, one killed
 def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     train, valid = write_split(tmp_path)
     subprocess.run(_train_command(train, valid, tmp_path / "straight"), check=True, capture_output=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from adascale.cli.common import THREADS_HELP, stage_progress, write_report
-from adascale.runtime import keep_freed_memory, set_threads
+from adascale.runtime import DEVICE_HELP, keep_freed_memory, resolve_device, set_threads
 
 
 def register(app: typer.Typer) -> None:
@@ -147,7 +147,8 @@ def md(
     mode: str = typer.Option(
         "conservative", "--mode", help="Mixtures: conservative (forces = -dE/dR) or force_mixing (per-atom, drifts in NVE)."
     ),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 (default, fast) or float64."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 (default, fast) or float64 (CPU only)."),
+    device: str = typer.Option(None, "--device", help=f"Where the model runs: {DEVICE_HELP}"),
     skin: float = typer.Option(1.0, "--skin", min=0.0, help="Verlet-list skin in Å (0: a fresh neighbour list every step)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial velocities and the Langevin noise."),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
@@ -159,6 +160,8 @@ def md(
     energy log (--log). At the end it prints the total-energy drift per atom per picosecond
     (least-squares slope): near zero for a conservative model in NVE, clearly nonzero for
     --mode force_mixing; NPT also prints the mean density with its standard error.
+    The model runs on --device (a GPU in float32); both engines hand it positions and take
+    its forces back on the CPU.
 
     Rigid water: the built-in NaCl(aq) testbed uses rigid SPC/E water, so its labels are
     intermolecular forces and its frames never show a stretched O-H bond; a model trained
@@ -183,12 +186,14 @@ def md(
     if engine not in ("ase", "openmm"):
         raise AdaScaleError(f"--engine must be ase or openmm, got {engine!r}")
     set_threads(threads)
+    device = resolve_device(device)
     keep_freed_memory()  # one system size every step: no page faults re-mapping the same tensors
     frames = read_frames(data, require_forces=False)
     if not -len(frames) <= frame < len(frames):
         raise AdaScaleError(f"{data}: --frame {frame} out of range: the file has {len(frames)} frames")
     atoms = frames[frame].to_atoms()
-    calculator = AdaScaleCalculator(model if run is None else deployed_model_dir(run), dtype=dtype, mode=mode, skin=skin)
+    source = model if run is None else deployed_model_dir(run)
+    calculator = AdaScaleCalculator(source, dtype=dtype, mode=mode, skin=skin, device=device)
     console = report_console()
     columns = (
         TextColumn("MD"),

@@ -22,6 +22,12 @@ def export(
         "float32", "--dtype", help="float32 (default, fast) or float64: the precision the engine runs it in."
     ),
     name: str = typer.Option("", "--name", help="A name stored in the file's metadata (default: 'adascale <kind>')."),
+    device: str = typer.Option(
+        None,
+        "--device",
+        help="cpu or cuda: the device the file asks engines to prefer (default: cuda where there is one, else cpu). "
+        "float32 models declare both; float64 models the CPU only.",
+    ),
 ) -> None:
     """Export a trained model as a metatomic AtomisticModel (TorchScript), for MD engines other than ASE and OpenMM.
 
@@ -37,7 +43,7 @@ def export(
     Example: adascale export --run runs/default --out nacl.pt
     """
     from adascale.deploy.calculator import deployed_model_dir, load_model
-    from adascale.deploy.export import export_model
+    from adascale.deploy.export import export_model, supported_devices
     from adascale.errors import AdaScaleError
     from adascale.report.console import report_console
 
@@ -45,8 +51,8 @@ def export(
         raise AdaScaleError("give exactly one of --model DIR or --run DIR")
     source = model if run is None else deployed_model_dir(run)
     loaded = load_model(source)
-    path = export_model(loaded, out, dtype=dtype, name=name)
+    path = export_model(loaded, out, dtype=dtype, name=name, device=device)
     report_console().print(
         f"wrote {path}: {loaded.kind} model from {source} as a metatomic AtomisticModel ({dtype}, species {list(loaded.species)}, "
-        f"cutoff {loaded.cutoff:g} Å)"
+        f"cutoff {loaded.cutoff:g} Å, devices {', '.join(supported_devices(dtype, device))})"
     )

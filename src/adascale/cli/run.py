@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from adascale.cli.common import write_report
+from adascale.runtime import DEVICE_HELP, resolve_device
 
 
 def register(app: typer.Typer) -> None:
@@ -116,6 +117,7 @@ def evaluate(
         "REF_forces", "--forces-key", help="Reference force array in --data ('forces' is the fallback)."
     ),
     energy_key: str = typer.Option("REF_energy", "--energy-key", help="Reference energy in --data ('energy' is the fallback)."),
+    device: str | None = typer.Option(None, "--device", help=f"Where the models run: {DEVICE_HELP}"),
 ) -> None:
     """Apply a finished run (branches, refined pool, routers, mixture) to new frames.
 
@@ -130,7 +132,7 @@ def evaluate(
     from adascale.pipeline import evaluate_run
     from adascale.report.console import methods_table, report_console
 
-    report = evaluate_run(run_dir, data, forces_key=forces_key, energy_key=energy_key)
+    report = evaluate_run(run_dir, data, forces_key=forces_key, energy_key=energy_key, device=resolve_device(device))
     console = report_console()
     console.print(methods_table(report, title=f"Force MAE on {data}"))
     write_report(json_out, report, console)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from adascale.runtime import set_threads
+from adascale.runtime import DEVICE_HELP, resolve_device, set_threads
 
 TRAIN_HELP = """Train one branch (a force model of one spatial scale) on labelled frames.
 
@@ -21,7 +21,10 @@ Output directory: model.json + weights.pt (best model), config.yaml, log.jsonl (
 epoch), metrics.json (validation MAE for all atoms, ions, close contacts), checkpoint.pt.
 `--resume` continues a killed run from its checkpoint; a fixed seed gives the same numbers.
 
-Several processes (data parallel, gloo on CPU, nccl on GPU):
+Device: --device cuda trains on a GPU (the default where one is available; float32 only: a
+float64 config is refused there), --device cpu on the CPU.
+
+Several processes (data parallel, gloo on CPU, nccl on GPU, one GPU per process):
   torchrun --nproc_per_node 2 $(command -v adascale) train --config local --train T --valid V --out DIR
 
 Example:
@@ -62,6 +65,7 @@ def train(
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    device: str = typer.Option(None, "--device", help=f"Where to train: {DEVICE_HELP} GPUs train in float32 only."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     show_settings: bool = typer.Option(
         False, "--show-settings", help="List every config field with its default and meaning, then exit."
@@ -86,12 +90,13 @@ def train(
     from adascale.training.trainer import Trainer
 
     set_threads(threads)
+    device = resolve_device(device)
     if not resume and (out / CHECKPOINT_FILE).exists():
         raise AdaScaleError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
     train_frames = read_frames(train_file, **keys)
     valid_frames = read_frames(valid_file, **keys)
-    context = setup_distributed()
+    context = setup_distributed(device)
     try:
         trainer = Trainer(settings, train_frames, valid_frames, out, context=context, show_progress=not quiet)
         if resume:
@@ -118,6 +123,7 @@ def predict(
     forces_key: str = typer.Option("REF_forces", help="Reference force array in --data ('forces' is the fallback)."),
     energy_key: str = typer.Option("REF_energy", help="Reference energy in --data ('energy' is the fallback)."),
     threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    device: str = typer.Option(None, "--device", help=f"Where the models run: {DEVICE_HELP}"),
 ) -> None:
     import time
 
@@ -128,6 +134,7 @@ def predict(
     from adascale.models.inference import predict as build_prediction_set
 
     set_threads(threads)
+    device = resolve_device(device)
     frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
     branches = list(models) + list(calculators)
     n_atoms = sum(len(f) for f in frames)
@@ -143,7 +150,7 @@ def predict(
             if name in calculators or is_calculator_spec(name):
                 outputs.append(calculator_forces(name, frames, path=data, advance=advance))
             else:
-                outputs.append(model_forces(name, frames, path=data, advance=advance))
+                outputs.append(model_forces(name, frames, path=data, advance=advance, device=device))
             speeds.append(n_atoms / (time.perf_counter() - start))
     metadata = {"data": str(data), "atoms_per_second": speeds}
     prediction_set = build_prediction_set(frames, outputs, path=data, metadata=metadata)

@@ -14,6 +14,7 @@ Loading: ``AdaScaleCalculator(MODEL_DIR)`` for a model directory, or
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -22,6 +23,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from adascale.deploy.potential import DEFAULT_SKIN, Potential
 from adascale.errors import AdaScaleError
 from adascale.layout import RunLayout
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["AdaScaleCalculator", "load_model", "deployed_model_dir"]
 
@@ -62,14 +66,23 @@ class AdaScaleCalculator(Calculator):
     model: a model directory or an already built model (any :class:`adascale.models.base.Branch`).
     dtype: "float32" (default) or "float64". skin: Verlet skin in Å (0 rebuilds the list every call).
     mode: "conservative" or "force_mixing" (mixtures only; no stress).
+    device: "cpu" (default), "cuda", "cuda:N" or a torch.device; on a GPU float32 only. ASE hands
+    positions over as numpy arrays on the CPU and receives forces the same way.
     """
 
     def __init__(
-        self, model, *, dtype: str = "float32", mode: str = "conservative", skin: float = DEFAULT_SKIN, **kwargs
+        self,
+        model,
+        *,
+        dtype: str = "float32",
+        mode: str = "conservative",
+        skin: float = DEFAULT_SKIN,
+        device: str | torch.device = "cpu",
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         model = load_model(model) if isinstance(model, (str, Path)) else model
-        self.potential = Potential(model, dtype=dtype, skin=skin, mode=mode)
+        self.potential = Potential(model, dtype=dtype, skin=skin, mode=mode, device=device)
         self.model, self.mode = self.potential.model, mode
         self.implemented_properties = ["energy", "free_energy", "energies", "forces"]
         if self.potential.has_stress:

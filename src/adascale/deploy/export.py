@@ -13,8 +13,11 @@ Species the model was not trained on are refused by the model itself, with the s
 as :class:`~adascale.deploy.calculator.AdaScaleCalculator`.
 
 Limits: the electrostatics of the long-range models need the whole periodic system (Ewald/PME),
-so their ``interaction_range`` is infinite and LAMMPS must run them on one domain; exported for
-the CPU (``supported_devices``), the only device this was tested on.
+so their ``interaction_range`` is infinite and LAMMPS must run them on one domain.
+
+Devices: every tensor the models make follows its input's device, so a float32 model declares
+``supported_devices`` cuda and cpu (best first: engines take the first one they have; ``prefer``
+reorders them); a float64 model declares the CPU only, as adascale runs float64 on the CPU only.
 """
 
 import copy
@@ -33,6 +36,7 @@ from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
 
 DTYPES = ("float32", "float64")
+DEVICES = ("cuda", "cpu")  # the device types a float32 model declares, in the default order of preference
 
 
 class MetatomicEnergy(torch.nn.Module):
@@ -107,17 +111,32 @@ class MetatomicEnergy(torch.nn.Module):
         return results
 
 
-def atomistic_model(model: Branch, *, dtype: str = "float32", name: str = "") -> AtomisticModel:
-    """The metatomic AtomisticModel of ``model`` (any adascale kind), in ``dtype``; the model is copied."""
+def supported_devices(dtype: str, prefer: str | None = None) -> list[str]:
+    """The device types an exported model in ``dtype`` declares, best first (``prefer``: cpu or cuda
+    first; None: cuda first). float64 is CPU only, so float64 preferring cuda is refused."""
+    if prefer is not None and prefer not in DEVICES:
+        raise AdaScaleError(f"device must be one of {', '.join(DEVICES)}, got {prefer!r}")
+    if dtype == "float64":
+        if prefer == "cuda":
+            raise AdaScaleError("float64 on cuda: models run in float32 on GPUs; export float32 for cuda, or float64 for cpu")
+        return ["cpu"]
+    return sorted(DEVICES, key=lambda device: device != (prefer or DEVICES[0]))
+
+
+def atomistic_model(model: Branch, *, dtype: str = "float32", name: str = "", device: str | None = None) -> AtomisticModel:
+    """The metatomic AtomisticModel of ``model`` (any adascale kind), in ``dtype``; the model is copied.
+
+    device: the device type to declare first (see :func:`supported_devices`)."""
     if dtype not in DTYPES:
         raise AdaScaleError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    devices = supported_devices(dtype, device)
     module = MetatomicEnergy(copy.deepcopy(model).to(getattr(torch, dtype)).eval()).eval()
     capabilities = ModelCapabilities(
         outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
         atomic_types=list(model.species),
         interaction_range=model.interaction_range(),
         length_unit="angstrom",
-        supported_devices=["cpu"],
+        supported_devices=devices,
         dtype=dtype,
     )
     metadata = ModelMetadata(
@@ -130,10 +149,10 @@ def atomistic_model(model: Branch, *, dtype: str = "float32", name: str = "") ->
     return AtomisticModel(module, metadata, capabilities)
 
 
-def export_model(model: Branch, out: "str | Path", *, dtype: str = "float32", name: str = "") -> Path:
+def export_model(model: Branch, out: "str | Path", *, dtype: str = "float32", name: str = "", device: str | None = None) -> Path:
     """Compile ``model`` with TorchScript and write it as a metatomic model file at ``out`` (atomically)."""
     out = Path(out)
-    exported = atomistic_model(model, dtype=dtype, name=name)
+    exported = atomistic_model(model, dtype=dtype, name=name, device=device)
     with atomic_output(out) as tmp:
         exported.save(str(tmp))
     return out

@@ -9,7 +9,9 @@ H–H) at its current geometry, which OpenMM solves analytically. Ensembles: NVE
 ``MonteCarloBarostat``; the model energy at the trial box decides each volume move, so the
 density is the model's own). Reporters: a DCD trajectory and a state-data CSV.
 
-Units: OpenMM works in nm, ps, kJ/mol; the Potential in Å, eV.
+Units: OpenMM works in nm, ps, kJ/mol; the Potential in Å, eV. Device: the model runs where
+the Potential was put (``Potential(model, device="cuda")``); OpenMM hands the positions over as
+CPU arrays and gets the forces back as CPU arrays, whatever its own platform.
 """
 
 from __future__ import annotations

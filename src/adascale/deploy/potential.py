@@ -14,8 +14,10 @@ Speed: the neighbour list is a :class:`~adascale.deploy.verlet.VerletList` (rebu
 an atom moved more than half the skin), built once at the model's largest cutoff and shared
 by everything inside the model (a mixture's router features and branches filter it with
 ``within``; their default router radii stay within the largest branch cutoff, so that list is
-the branches' own). The model runs in ``dtype`` (float32 by default); energies are summed in
-float64. A Potential changes no process-wide setting: MD scripts call
+the branches' own). The model runs in ``dtype`` (float32 by default) on ``device`` (the CPU
+by default, or a CUDA GPU, float32 only): positions come in as CPU numpy arrays, the neighbour
+list is built on the CPU, the batch moves to the device and the results come back as numpy
+arrays; energies are summed in float64. A Potential changes no process-wide setting: MD scripts call
 :func:`adascale.runtime.keep_freed_memory` once at their start, as ``adascale md`` does.
 
 Two modes for a mixture:
@@ -39,6 +41,7 @@ from adascale.deploy.verlet import VerletList
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
+from adascale.runtime import check_precision, resolve_device
 
 MODES = ("conservative", "force_mixing")
 DTYPES = ("float32", "float64")
@@ -60,10 +63,19 @@ class Potential:
     """A Branch (any kind: branch, mixture, scale-conditioned) evaluated on configurations.
 
     dtype: "float32" (default) or "float64"; skin: Verlet skin in Å (0: a fresh list each call);
-    mode: "conservative" or "force_mixing" (mixtures only).
+    mode: "conservative" or "force_mixing" (mixtures only); device: "cpu" (default), "cuda",
+    "cuda:N" or a torch.device (float32 only on a GPU).
     """
 
-    def __init__(self, model: Branch, *, dtype: str = "float32", skin: float = DEFAULT_SKIN, mode: str = "conservative"):
+    def __init__(
+        self,
+        model: Branch,
+        *,
+        dtype: str = "float32",
+        skin: float = DEFAULT_SKIN,
+        mode: str = "conservative",
+        device: str | torch.device = "cpu",
+    ):
         if mode not in MODES:
             raise AdaScaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if dtype not in DTYPES:
@@ -71,7 +83,9 @@ class Potential:
         if mode == "force_mixing" and not hasattr(model, "components"):
             raise AdaScaleError("force_mixing needs a mixture model; a single branch is always conservative")
         self.dtype = getattr(torch, dtype)
-        self.model = copy.deepcopy(model).to(self.dtype).eval()  # the caller's model keeps its dtype
+        self.device = resolve_device(device)
+        check_precision(self.device, self.dtype)
+        self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()  # the caller's model stays as it is
         self.mode = mode
         self.neighbours = VerletList(self.model.cutoff, skin)
         self.species = set(self.model.species)
@@ -97,12 +111,12 @@ class Potential:
             )
         check_cutoff(frame, self.model.cutoff)
         pairs = self.neighbours.pairs(frame)
-        batch = AtomsBatch.from_frame(frame, self.neighbours.list_cutoff, dtype=self.dtype, neighbours=pairs)
+        batch = AtomsBatch.from_frame(frame, self.neighbours.list_cutoff, dtype=self.dtype, device=self.device, neighbours=pairs)
         batch = batch.within(self.model.cutoff)
         positions = batch.positions.requires_grad_(True)
-        strain = torch.zeros(3, 3, dtype=self.dtype, requires_grad=stress)
+        strain = torch.zeros(3, 3, dtype=self.dtype, device=self.device, requires_grad=stress)
         if stress:
-            deform = torch.eye(3, dtype=self.dtype) + 0.5 * (strain + strain.T)
+            deform = torch.eye(3, dtype=self.dtype, device=self.device) + 0.5 * (strain + strain.T)
             batch = batch.with_positions(positions @ deform, batch.cell @ deform)
 
         if self.mode == "force_mixing":
@@ -113,11 +127,11 @@ class Potential:
             gradient = torch.autograd.grad(atom_energy.sum(), [positions, strain] if stress else [positions])
             forces = -gradient[0]
             virial = gradient[1] if stress else None
-        energies = atom_energy.detach().double().numpy()
+        energies = atom_energy.detach().double().cpu().numpy()
         sigma = None
         if virial is not None:
-            sigma = virial.double().numpy() / abs(float(np.linalg.det(frame.cell)))
-        return Evaluation(float(energies.sum()), energies, forces.detach().double().numpy(), sigma)
+            sigma = virial.double().cpu().numpy() / abs(float(np.linalg.det(frame.cell)))
+        return Evaluation(float(energies.sum()), energies, forces.detach().double().cpu().numpy(), sigma)
 
     def _force_mixing(self, batch, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixture energies and per-atom mixed branch forces Σ_k w_ik F_ik (n, 3)."""

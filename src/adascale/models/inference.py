@@ -25,6 +25,7 @@ from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model
 from adascale.predictions import PredictionSet
+from adascale.runtime import check_precision, resolve_device
 
 CALCULATOR_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(:.*)?$")
 BATCH_ATOMS = 2048  # frames are batched up to about this many atoms
@@ -64,16 +65,26 @@ def load_calculator(spec: str):
 
 
 def model_forces(
-    directory: str | Path, frames: Sequence[Frame], *, path: object = None, advance: Callable[[int], None] | None = None
+    directory: str | Path,
+    frames: Sequence[Frame],
+    *,
+    path: object = None,
+    advance: Callable[[int], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> BranchOutput:
-    """Forces and latent features of a trained model directory on ``frames`` (see :func:`module_forces`)."""
-    return module_forces(load_model(directory, expect=Branch), frames, name=str(directory), path=path, advance=advance)
+    """Forces and latent features of a trained model directory on ``frames``, computed on ``device``
+    (see :func:`module_forces`)."""
+    model, device = load_model(directory, expect=Branch), resolve_device(device)
+    check_precision(device, next(model.parameters()).dtype)
+    model = model.to(device)
+    return module_forces(model, frames, name=str(directory), path=path, advance=advance)
 
 
 def module_forces(
     model, frames: Sequence[Frame], *, name: str, path: object = None, advance: Callable[[int], None] | None = None
 ) -> BranchOutput:
-    """Forces (n, 3) eV/Å and latent features of a model (any Branch, in eval mode) on ``frames``.
+    """Forces (n, 3) eV/Å and latent features of a model (any Branch, in eval mode) on ``frames``,
+    computed on the model's device (batches move there, results come back as numpy arrays).
 
     Unknown species and cells too small for the model's cutoff raise AdaScaleError naming
     ``path`` (the data file) and the frame.
@@ -83,13 +94,14 @@ def module_forces(
         unknown = sorted(set(np.unique(frame.numbers).tolist()) - set(model.species))
         if unknown:
             raise located(f"species {unknown} unknown to model {name} (trained on {model.species})", path=path, frame=index)
-    dtype = next(model.parameters()).dtype
+    weights = next(model.parameters())
     forces, latent = [], []
     for group in _groups_by_atoms(frames):
-        out = model(AtomsBatch.from_frames([frames[k] for k in group], model.cutoff, dtype=dtype))
+        batch = AtomsBatch.from_frames([frames[k] for k in group], model.cutoff, dtype=weights.dtype, device=weights.device)
+        out = model(batch)
         sizes = [len(frames[k]) for k in group]
-        forces += [f.double().numpy() for f in torch.split(out["forces"], sizes)]
-        latent += [f.numpy() for f in torch.split(out["features"], sizes)]
+        forces += [f.double().numpy() for f in torch.split(out["forces"].cpu(), sizes)]
+        latent += [f.numpy() for f in torch.split(out["features"].cpu(), sizes)]
         if advance:
             advance(len(group))
     return BranchOutput(name, forces, latent, {"kind": model.kind, "cutoff": model.cutoff})

@@ -62,13 +62,17 @@ def build_model(config: Mapping) -> nn.Module:
 
 
 def save_model(directory: str | os.PathLike, model: nn.Module, metadata: dict | None = None) -> None:
-    """Write ``weights.pt`` then ``model.json`` into ``directory`` (created if needed), each atomically."""
+    """Write ``weights.pt`` then ``model.json`` into ``directory`` (created if needed), each atomically.
+
+    The weights are stored on the CPU whatever device the model trains on, so the file loads anywhere."""
     directory = Path(directory)
     settings = dict(model.config())
     kind = settings.pop("kind")
     if MODEL_KINDS.get(kind) is not type(model):
         raise AdaScaleError(f"cannot save a {type(model).__name__}: kind {kind!r} is not in the model registry")
-    atomic_write_bytes(directory / WEIGHTS_FILE, lambda f: torch.save(model.state_dict(), f))
+    atomic_write_bytes(
+        directory / WEIGHTS_FILE, lambda f: torch.save({key: value.cpu() for key, value in model.state_dict().items()}, f)
+    )
     info = {"format": FORMAT, "version": VERSION, "kind": kind, "config": settings, "metadata": metadata or {}}
     write_json(directory / MODEL_FILE, info)
 

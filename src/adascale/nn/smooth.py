@@ -58,8 +58,8 @@ def anchor_weights(u: Tensor, scales: Tensor, smoothing: float = 0.0, extrapolat
     """
     t = (u[:, None] - scales[:-1]) / (scales[1:] - scales[:-1])  # (N, K-1)
     if extrapolate:
-        low = torch.zeros_like(scales[:-1]).index_fill(0, torch.tensor([0]), -torch.inf)
-        high = torch.ones_like(scales[:-1]).index_fill(0, torch.tensor([len(scales) - 2]), torch.inf)
+        low = torch.zeros_like(scales[:-1]).index_fill(0, torch.tensor([0], device=scales.device), -torch.inf)
+        high = torch.ones_like(scales[:-1]).index_fill(0, torch.tensor([len(scales) - 2], device=scales.device), torch.inf)
         t = torch.maximum(torch.minimum(t, high), low)
     else:
         t = smooth_clamp(t, smoothing)

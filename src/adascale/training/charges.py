@@ -52,9 +52,10 @@ def fit_species_charges(
 ) -> np.ndarray:
     """(S,) per-species charges (e) whose Coulomb forces best fit the frames' reference forces.
 
-    ``electrostatics`` supplies the Ewald/PME settings (a float64 copy is used).
+    ``electrostatics`` supplies the Ewald/PME settings (a float64 copy on the CPU is used, wherever
+    the model itself sits: a least-squares fit on a few frames).
     """
-    electrostatics = copy.deepcopy(electrostatics).double()
+    electrostatics = copy.deepcopy(electrostatics).to(device="cpu", dtype=torch.float64)
     pairs = [(a, b) for a in range(len(species)) for b in range(a, len(species))]
     columns, targets = [], []
     for frame in frames[:max_frames]:

@@ -57,14 +57,19 @@ class DistributedContext:
         return bool(value.item())
 
 
-def setup_distributed() -> DistributedContext:
-    """Join the process group if launched by torchrun (WORLD_SIZE > 1), else a single-process context."""
+def setup_distributed(device: torch.device | None = None) -> DistributedContext:
+    """Join the process group if launched by torchrun (WORLD_SIZE > 1), else a single-process context.
+
+    device: where to compute (None: a GPU when one is available, else the CPU). Under torchrun a
+    CUDA device means this process's own GPU (``cuda:LOCAL_RANK``, nccl); the CPU uses gloo.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
     if world_size == 1:
-        return DistributedContext()
+        return DistributedContext(device=torch.device("cuda" if use_cuda else "cpu") if device is None else device)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if use_cuda:
         torch.cuda.set_device(local_rank)
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:

@@ -265,7 +265,7 @@ class TrainingLoop:
                 atomic_write_bytes(log, lambda f: f.write("".join(json.dumps(line) + "\n" for line in self.history).encode()))
 
     def save_checkpoint(self) -> None:
-        sums = self.context.sum(torch.tensor(self.state.epoch_sums, dtype=torch.float64)).tolist()
+        sums = self.context.sum(torch.tensor(self.state.epoch_sums, dtype=torch.float64, device=self.context.device)).tolist()
         if self.out_dir is None or not self.context.is_main:
             return
         save_checkpoint(
@@ -400,7 +400,7 @@ class TrainingLoop:
         self.task.model.train()
         self.last_validation_s = time.monotonic() - validation_start
         state.elapsed_s = time.monotonic() - start
-        sums = self.context.sum(torch.tensor(state.epoch_sums, dtype=torch.float64)).tolist()
+        sums = self.context.sum(torch.tensor(state.epoch_sums, dtype=torch.float64, device=self.context.device)).tolist()
         mae = metrics["mae"]["all"]
         improved = mae < state.best_mae
         if improved:

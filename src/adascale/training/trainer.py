@@ -1,7 +1,9 @@
 """``adascale train``: one branch trained on labelled frames by the one loop, resumable, data-parallel.
 
 The :class:`Trainer` builds the branch from a :class:`TrainConfig` (seeded, with energy
-statistics and starting charges fitted on the training frames), hands it to a
+statistics and starting charges fitted on the training frames) on the context's device (the
+CPU by default; a GPU in float32 only: ``context=DistributedContext(device=torch.device("cuda"))``
+or :func:`~adascale.training.distributed.setup_distributed`), hands it to a
 :class:`~adascale.training.tasks.FrameTask` and runs :class:`~adascale.training.loop.TrainingLoop`
 (budgets, schedule, early stopping, best epoch, checkpoints, DDP: see there).
 
@@ -24,6 +26,7 @@ from adascale.data.frames import Frame, check_cutoff
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_write_bytes, write_json
 from adascale.models.io import build_model, save_model
+from adascale.runtime import check_precision
 from adascale.training.charges import fit_species_charges
 from adascale.training.config import TrainConfig, config_to_yaml
 from adascale.training.data import FrameDataset, fit_species_shifts, force_rms, training_species
@@ -55,6 +58,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.context = context or DistributedContext()
         self.dtype = torch.float64 if s.dtype == "float64" else torch.float32
+        check_precision(self.context.device, self.dtype)
         _check_frames(train_frames, valid_frames, config.model.cutoff, s.energy_weight > 0)
         self.species = training_species(train_frames)
         train_set = FrameDataset(train_frames, config.model.cutoff, self.dtype, s.species_force_weights)
