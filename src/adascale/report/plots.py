@@ -38,6 +38,7 @@ def write_plots(report: dict, directory: Path) -> dict[str, str]:
         "refinement": (plot_refinement, "refinement"),
         "s_star_histogram": (plot_s_star, "complementarity"),
         "mae_by_species": (plot_species, "mae_by_species"),
+        "attributable_vs_distance": (plot_attributable, "attribution_by_distance"),
     }
     written = {}
     for name, (draw, needs) in drawers.items():
@@ -63,7 +64,7 @@ def plot_mae_vs_distance(report: dict) -> Figure:
     axes = figure.subplots(1, len(subsets), squeeze=False)[0]
     for ax, subset in zip(axes, subsets):
         bins = block[subset]
-        centres = [0.5 * (b["lo"] + b["hi"]) if b["hi"] is not None else b["lo"] + 0.1 for b in bins]
+        centres = _bin_centres(bins)
         for name in _methods(list(bins[0]["mae"])):
             values = [np.nan if b["mae"][name] is None else b["mae"][name] for b in bins]
             ax.plot(centres, values, marker="o", label=name)
@@ -73,6 +74,34 @@ def plot_mae_vs_distance(report: dict) -> Figure:
         ax.set_title("all atoms" if subset == ALL else subset)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    return figure
+
+
+def _bin_centres(bins: list[dict]) -> list[float]:
+    """Where to draw each d_ion bin: its middle, or 0.1 nm past the edge of the last, open one."""
+    return [0.5 * (b["lo"] + b["hi"]) if b["hi"] is not None else b["lo"] + 0.1 for b in bins]
+
+
+def plot_attributable(report: dict) -> Figure:
+    """The oracle gain attributable to scale (scale pair's minus seed pair's) per bin of
+    nearest-ion distance, with its 95 % interval, for the hard and the continuous oracle."""
+    block = report["attribution_by_distance"][ALL]
+    figure = Figure(figsize=(5.5, 4))
+    ax = figure.subplots()
+    for offset, (oracle, bins) in zip((-0.008, 0.008), block.items()):
+        centres = np.asarray(_bin_centres(bins)) + offset
+        values = np.array([np.nan if b["attributable"] is None else 100 * b["attributable"] for b in bins])
+        low = np.array([np.nan if b["ci"] is None else 100 * b["ci"][0] for b in bins])
+        high = np.array([np.nan if b["ci"] is None else 100 * b["ci"][1] for b in bins])
+        errors = np.nan_to_num(np.stack([values - low, high - values]))
+        ax.errorbar(centres, values, yerr=errors, marker="o", capsize=3, label=f"{oracle} oracle")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.axvline(0.6, color="grey", linestyle=":", label="close contact (0.6 nm)")
+    ax.set_xlabel("nearest-ion distance d_i (nm)")
+    ax.set_ylabel("gain attributable to scale (% of best fixed)")
+    ax.set_title("scale pair's oracle gain minus a seed pair's (all atoms)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return figure
 
 
