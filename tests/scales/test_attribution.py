@@ -166,15 +166,20 @@ def test_frames_are_resampled_jointly():
         assert report["settings"]["attribution"]["null_fitted_on"].startswith("in-sample")
 
 
-def test_attribution_by_distance_bins_partition_the_atoms(planted):
+def test_attribution_by_distance_bins_partition_the_atoms_and_locate_the_effect(planted):
     report = planted_report(planted)
     block = report["attribution_by_distance"]
+    ions = planted["scale"].masks()["ions"]
     for oracle in ("hard", "continuous"):
-        bins = block["all"][oracle]
-        assert sum(b["count"] for b in bins) == planted["scale"].N
-        assert [b["lo"] for b in bins] == block["edges_nm"]
-        for b in bins:
-            assert b["count"] == 0 or b["ci"][0] <= b["attributable"] <= b["ci"][1]
+        for subset, size in (("all", planted["scale"].N), ("ions", int(ions.sum()))):
+            bins = block[subset][oracle]
+            assert sum(b["count"] for b in bins) == size
+            assert [b["lo"] for b in bins] == block["edges_nm"]
+        for b in block["ions"][oracle]:  # the ions below 0.6 nm are the close-contact ones
+            if b["count"] and b["hi"] is not None and b["hi"] <= 0.6:
+                assert b["ci"][0] > 0.1, b
+            elif b["count"]:
+                assert b["ci"][0] < 0.1, b
 
 
 def test_a_null_set_on_other_frames_or_atoms_is_refused(planted):

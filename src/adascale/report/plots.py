@@ -84,24 +84,27 @@ def _bin_centres(bins: list[dict]) -> list[float]:
 
 def plot_attributable(report: dict) -> Figure:
     """The oracle gain attributable to scale (scale pair's minus seed pair's) per bin of
-    nearest-ion distance, with its 95 % interval, for the hard and the continuous oracle."""
-    block = report["attribution_by_distance"][ALL]
-    figure = Figure(figsize=(5.5, 4))
-    ax = figure.subplots()
-    for offset, (oracle, bins) in zip((-0.008, 0.008), block.items()):
-        centres = np.asarray(_bin_centres(bins)) + offset
-        values = np.array([np.nan if b["attributable"] is None else 100 * b["attributable"] for b in bins])
-        low = np.array([np.nan if b["ci"] is None else 100 * b["ci"][0] for b in bins])
-        high = np.array([np.nan if b["ci"] is None else 100 * b["ci"][1] for b in bins])
-        errors = np.nan_to_num(np.stack([values - low, high - values]))
-        ax.errorbar(centres, values, yerr=errors, marker="o", capsize=3, label=f"{oracle} oracle")
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.axvline(0.6, color="grey", linestyle=":", label="close contact (0.6 nm)")
-    ax.set_xlabel("nearest-ion distance d_i (nm)")
-    ax.set_ylabel("gain attributable to scale (% of best fixed)")
-    ax.set_title("scale pair's oracle gain minus a seed pair's (all atoms)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    nearest-ion distance, with its 95 % interval, for the hard and the continuous oracle;
+    all atoms and ions."""
+    block = report["attribution_by_distance"]
+    subsets = [s for s in (ALL, IONS) if block.get(s)]
+    figure = Figure(figsize=(5.5 * len(subsets), 4))
+    axes = figure.subplots(1, len(subsets), squeeze=False)[0]
+    for ax, subset in zip(axes, subsets):
+        for offset, (oracle, bins) in zip((-0.008, 0.008), block[subset].items()):
+            centres = np.asarray(_bin_centres(bins)) + offset
+            values = np.array([np.nan if b["attributable"] is None else 100 * b["attributable"] for b in bins])
+            low = np.array([np.nan if b["ci"] is None else 100 * b["ci"][0] for b in bins])
+            high = np.array([np.nan if b["ci"] is None else 100 * b["ci"][1] for b in bins])
+            (line,) = ax.plot(centres, values, marker="o", label=f"{oracle} oracle")
+            ax.vlines(centres, low, high, color=line.get_color(), alpha=0.6)  # a percentile interval need not hold the point
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.axvline(0.6, color="grey", linestyle=":", label="close contact (0.6 nm)")
+        ax.set_xlabel("nearest-ion distance d_i (nm)")
+        ax.set_ylabel("oracle gain attributable to scale (% of best fixed)")
+        ax.set_title(f"scale pair minus seed pair: {'all atoms' if subset == ALL else subset}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     return figure
 
 

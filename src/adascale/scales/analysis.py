@@ -152,15 +152,19 @@ def analyze(
         )
         report["attribution_by_distance"] = {
             "edges_nm": list(distance_edges_nm),
-            ALL: attribute_by_distance(
-                per_sample,
-                null_losses,
-                predictions.frame,
-                predictions.d_ion,
-                list(distance_edges_nm),
-                n_resamples=n_resamples,
-                seed=seed,
-            ),
+            **{
+                subset: attribute_by_distance(
+                    per_sample,
+                    null_losses,
+                    predictions.frame,
+                    predictions.d_ion,
+                    list(distance_edges_nm),
+                    mask=reporter.masks[subset],
+                    n_resamples=n_resamples,
+                    seed=seed,
+                )
+                for subset in (ALL, IONS)
+            },
         }
         report["settings"]["attribution"] = {
             "null": null_label or "null set",
