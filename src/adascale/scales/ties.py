@@ -65,14 +65,14 @@ def choose_fastest(
     else:
         chosen = tied[0]
     best = tied[0]
-    if chosen == best:
-        reason = f"{best} has the lowest validation MAE" + (
-            f" and is the fastest of the {len(tied)} tied candidates"
-            if len(tied) > 1
-            else "; no other candidate lies within its interval"
-        )
+    if len(tied) == 1:
+        reason = f"{best} has the lowest validation MAE; no other candidate lies within its interval"
     elif not timed:
         reason = f"{best} has the lowest validation MAE; no tied candidate was timed"
+    elif chosen == best:
+        reason = (
+            f"{best} has the lowest validation MAE and is, within timing noise, the fastest of the {len(tied)} tied candidates"
+        )
     else:
         reason = (
             f"{chosen}'s validation MAE lies within the interval of the best ({best}), "
