@@ -8,7 +8,7 @@ import pytest
 
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet
-from adascale.scales.analysis import analyze
+from adascale.scales.analysis import analyze, seed_null
 from adascale.scales.metrics import resample_weights
 from adascale.scales.synthetic import synthetic_predictions
 
@@ -203,3 +203,22 @@ def test_a_null_set_on_other_frames_or_atoms_is_refused(planted):
         with pytest.raises(AdaScaleError, match=field) as caught:
             analyze(scale, null=null, null_label="seeds.npz", n_resamples=10)
         assert str(caught.value).startswith("seeds.npz: ") and "\n" not in str(caught.value)
+
+
+def test_seed_null_alone_equals_the_blocks_of_analyze(planted):
+    report = planted_report(planted)
+    alone = seed_null(
+        planted["scale"],
+        planted["null"],
+        planted["scale_fit"],
+        planted["null_fit"],
+        fit_label="valid",
+        null_label="null",
+        n_resamples=RESAMPLES,
+    )
+    assert alone["attribution"] == report["attribution"]
+    assert alone["attribution_by_distance"] == report["attribution_by_distance"]
+    assert alone["settings"] | {"granularity": "sample"} == report["settings"]["attribution"] | {
+        "fitted_on": "valid",
+        "granularity": "sample",
+    }

@@ -146,34 +146,99 @@ def analyze(
         breakdown(predictions, per_sample, units=units, n_resamples=n_resamples, seed=seed, distance_edges_nm=distance_edges_nm)
     )
     if null is not None:
-        null_losses = pair_losses(null, null_fit, null_fit_label, granularity)
-        report["attribution"] = attribute(
-            per_sample, null_losses, predictions.frame, reporter.masks, n_resamples=n_resamples, seed=seed
+        blocks = _seed_null_blocks(
+            predictions,
+            per_sample,
+            null,
+            pair_losses(null, null_fit, null_fit_label, granularity),
+            n_resamples,
+            seed,
+            distance_edges_nm,
         )
-        report["attribution_by_distance"] = {
+        report["settings"]["attribution"] = blocks.pop("settings") | {
+            "null_fitted_on": (null_fit_label or "null fit set") if null_fit is not None else IN_SAMPLE,
+            "null": null_label or "null set",
+        }
+        report.update(blocks)
+    return report
+
+
+def seed_null(
+    predictions: PredictionSet,
+    null: PredictionSet,
+    fit: PredictionSet | None = None,
+    null_fit: PredictionSet | None = None,
+    *,
+    fit_label: str | None = None,
+    null_label: str | None = None,
+    null_fit_label: str | None = None,
+    granularity: str = "sample",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    distance_edges_nm: tuple[float, ...] = DISTANCE_EDGES_NM,
+) -> dict:
+    """The seed-null blocks of a report on their own: {attribution, attribution_by_distance,
+    settings}, as :func:`analyze` adds them (for a pipeline whose report comes from elsewhere).
+
+    ``predictions``/``fit``: the scale pair on the test and fit sets; ``null``/``null_fit``:
+    two seeds of one scale on the same test frames and atoms, and on a fit set of its own.
+    """
+    check_null_matches(predictions, null, null_label or "null set")
+    blocks = _seed_null_blocks(
+        predictions,
+        pair_losses(predictions, fit, fit_label, granularity),
+        null,
+        pair_losses(null, null_fit, null_fit_label, granularity),
+        n_resamples,
+        seed,
+        distance_edges_nm,
+    )
+    blocks["settings"].update(
+        {
+            "fitted_on": (fit_label or "fit set") if fit is not None else IN_SAMPLE,
+            "null": null_label or "null set",
+            "null_fitted_on": (null_fit_label or "null fit set") if null_fit is not None else IN_SAMPLE,
+            "granularity": granularity,
+        }
+    )
+    return blocks
+
+
+def _seed_null_blocks(
+    predictions: PredictionSet,
+    scale: dict[str, np.ndarray],
+    null: PredictionSet,
+    null_losses: dict[str, np.ndarray],
+    n_resamples: int,
+    seed: int,
+    distance_edges_nm: tuple[float, ...],
+) -> dict:
+    """{attribution, attribution_by_distance (all atoms and ions), settings} from both pairs' losses."""
+    masks = predictions.masks()
+    common = {"n_resamples": n_resamples, "seed": seed}
+    return {
+        "attribution": attribute(scale, null_losses, predictions.frame, masks, **common),
+        "attribution_by_distance": {
             "edges_nm": list(distance_edges_nm),
             **{
                 subset: attribute_by_distance(
-                    per_sample,
+                    scale,
                     null_losses,
                     predictions.frame,
                     predictions.d_ion,
                     list(distance_edges_nm),
-                    mask=reporter.masks[subset],
-                    n_resamples=n_resamples,
-                    seed=seed,
+                    mask=masks[subset],
+                    **common,
                 )
                 for subset in (ALL, IONS)
             },
-        }
-        report["settings"]["attribution"] = {
-            "null": null_label or "null set",
+        },
+        "settings": {
             "null_branch_names": null.branch_names,
-            "null_fitted_on": (null_fit_label or "null fit set") if null_fit is not None else IN_SAMPLE,
             "gain": "(best_global_s - oracle) / best_global_s of each pair, per subset; attributable = scale_gain - seed_gain",
-            "ci": "95 % percentile interval; frames resampled jointly in both sets",
-        }
-    return report
+            "ci": f"95 % percentile interval of {n_resamples} resamples (seed {seed}); frames resampled jointly in both sets",
+        },
+    }
 
 
 def fitted_best_scale(predictions: PredictionSet, losses: ScaleLosses, fit: PredictionSet | None, fit_label: str | None) -> float:
