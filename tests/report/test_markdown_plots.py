@@ -45,3 +45,25 @@ def test_plots_are_written_as_png(report, tmp_path):
 def test_plots_skip_what_the_report_lacks(report, tmp_path):
     partial = {k: v for k, v in report.items() if k not in ("refinement", "mae_by_species")}
     assert set(write_plots(partial, tmp_path)) == {"mae_vs_distance", "s_star_histogram"}
+
+
+def test_seed_null_row_and_attributable_plot(tmp_path):
+    test = synthetic_predictions(n_frames=8, seed=1)
+    null = synthetic_predictions(n_frames=8, seed=1)
+    null.pred = null.pred[::-1].copy()  # the same frames, the two models swapped: nothing attributable
+    report = json.loads(json.dumps(analyze(test, null=null, n_resamples=50)))
+    text = render_markdown(report)
+    rows = [line for line in text.splitlines() if "seed null" in line]
+    assert [row.split(" |")[0] for row in rows] == [
+        "| oracle_hard, seed null",
+        "| oracle_hard, close contact, seed null",
+        "| oracle_continuous, seed null",
+        "| oracle_continuous, close contact, seed null",
+    ]
+    seed_gain = report["attribution"]["continuous"]["all"]["seed_gain"]
+    assert f"seed pair {100 * seed_gain:+.1f} %; attributable to scale +0.0 % [" in rows[2]
+    assert "Seed null:" in text
+    written = write_plots(report, tmp_path)
+    assert "attributable_vs_distance" in written
+    assert (tmp_path / written["attributable_vs_distance"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "seed null" not in render_markdown({k: v for k, v in report.items() if k != "attribution"})

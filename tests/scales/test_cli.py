@@ -127,3 +127,39 @@ def test_analyze_and_refine_reports_hold_the_numbers_of_the_library_calls(tmp_pa
     final = written["refinement"]["final"]
     assert written["refinement"]["history"][-1]["pool"] == final and written["methods"]["oracle_pool"]["pool"] == final
     assert written["methods"]["fixed_s0"]["all"] == pytest.approx(loss[0].mean() / KJ_MOL_NM_PER_EV_A * 1000, rel=1e-12)
+
+
+def test_analyze_with_a_seed_null(tmp_path):
+    """--null adds the library's attribution; a null set on other frames is refused in one line."""
+    test = synthetic_predictions(n_frames=8, atoms_per_frame=20, seed=1)
+    test.save(tmp_path / "test.npz")
+    synthetic_predictions(n_frames=8, atoms_per_frame=20, seed=2).save(tmp_path / "valid.npz")
+    rng = np.random.default_rng(0)
+    arrays = {name: getattr(test, name) for name in ("ref", "scales", "species", "frame", "atom", "d_ion", "branch_names")}
+    null = PredictionSet(**arrays, pred=test.ref + 0.2 * rng.normal(size=test.pred.shape))
+    null.save(tmp_path / "null.npz")
+    args = ["analyze", str(tmp_path / "test.npz"), "--fit", str(tmp_path / "valid.npz"), "--bootstrap", "30"]
+    result = CliRunner().invoke(app, [*args, "--null", str(tmp_path / "null.npz"), "--json", str(tmp_path / "a.json")])
+    assert result.exit_code == 0, result.output
+    assert "Seed-null attribution" in result.output
+    written = json.loads((tmp_path / "a.json").read_text())
+    library = analyze(
+        PredictionSet.load(tmp_path / "test.npz"),
+        PredictionSet.load(tmp_path / "valid.npz"),
+        str(tmp_path / "valid.npz"),
+        n_resamples=30,
+        null=PredictionSet.load(tmp_path / "null.npz"),
+        null_label=str(tmp_path / "null.npz"),
+    )
+    assert written == as_written(library)
+    assert set(written["attribution"]) == {"hard", "continuous"}
+    assert set(written["attribution"]["hard"]["close_contact"]) == {"scale_gain", "seed_gain", "attributable", "ci"}
+
+    run = subprocess.run(
+        [sys.executable, "-c", "from adascale.cli import main; main()", *args, "--null", str(tmp_path / "valid.npz")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().count("\n") == 0
+    assert run.stderr.startswith("error: ") and "valid.npz" in run.stderr and "not the same frames" in run.stderr

@@ -162,3 +162,24 @@ def test_exact_ties_go_to_the_lower_scale():
     per_frame = route_continuous(np.repeat(flat, 2, axis=1), scales, np.array([0, 0]))
     assert per_frame.s.tolist() == [0.25, 0.25]
     assert best_global_scale(flat, scales) == (0.25, 1.0 / 3.0)
+
+
+def test_continuous_ties_across_an_interior_anchor_go_to_the_lower_scale():
+    """Three anchors at 0, 0.5, 1, so the tied minima lie in different intervals and the
+    order in which intervals are tried decides, per sample and per frame. Exact ties in
+    floating point: every loss below sums the same three numbers."""
+    scales = np.array([0.0, 0.5, 1.0])
+    # two separate minima: l(0) == l(1) == 1 and l > 1 in between (E(0.5) = (3, 3, 3), E(1) = E(0))
+    ends = np.stack([np.ones((1, 3)), np.full((1, 3), 3.0), np.ones((1, 3))])
+    # a flat minimum across the interior anchor: E_x = s - 0.75, E_y = 0.25 - s, E_z = 0.5,
+    # so l(s) = 1/3 on [0.25, 0.75] and higher outside
+    flat = np.stack([np.array([[-0.75, 0.25, 0.5]]), np.array([[-0.25, -0.25, 0.5]]), np.array([[0.25, -0.75, 0.5]])])
+    for errors, s_low, loss in ((ends, 0.0, 1.0), (flat, 0.25, 1.0 / 3.0)):
+        per_sample = route_continuous(errors, scales)
+        assert per_sample.s.tolist() == [s_low] and per_sample.loss.tolist() == [loss]
+        per_frame = route_continuous(np.repeat(errors, 2, axis=1), scales, np.array([0, 0]))
+        assert per_frame.s.tolist() == [s_low, s_low] and per_frame.loss.tolist() == [loss, loss]
+        # both samples in one block, each its own unit: still the lower scale
+        both = route_continuous(np.concatenate([ends, flat], axis=1), scales, np.array([0, 1]))
+        assert both.s.tolist() == [0.0, 0.25]
+        assert best_global_scale(errors, scales) == (s_low, loss)

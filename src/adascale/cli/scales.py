@@ -38,6 +38,15 @@ def analyze(
     json_out: Path | None = typer.Option(None, "--json", help=JSON_HELP),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=10, help=BOOTSTRAP_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+    null: Path | None = typer.Option(
+        None,
+        "--null",
+        help="PredictionSet of two models of ONE scale that differ only in their training seed, on the same "
+        "frames and atoms as PRED: the seed null. Adds 'attribution': the oracle gain that needs a difference in scale.",
+    ),
+    null_fit: Path | None = typer.Option(
+        None, "--null-fit", help="Fit set of the null pair (like --fit; without it the null's best_global_s is in-sample)."
+    ),
 ) -> None:
     """Where does each scale win? Fixed scales against the oracles, with error bars.
 
@@ -50,14 +59,25 @@ def analyze(
     and MAE in bins of nearest-ion distance. Every MAE has a 95% confidence interval from a
     bootstrap over frames.
 
+    With --null, the oracles' gains over the best fixed scale are set against the gains of a
+    seed pair (two models of one scale): the per-atom oracle profits from any two models whose
+    errors differ, so only the difference, 'attributable', is a gain of scale. Gains are
+    fractions of each pair's own best_global_s; the 95% interval resamples frames jointly.
+
     Example: adascale analyze pred_test.npz --fit pred_valid.npz --json analysis.json
+
+    Example: adascale analyze pred_test.npz --fit pred_valid.npz --null seeds_test.npz --null-fit seeds_valid.npz
     """
-    from adascale.report.console import complementarity_table, distance_table, methods_table, report_console
+    from adascale.errors import AdaScaleError
+    from adascale.report.console import attribution_table, complementarity_table, distance_table, methods_table, report_console
     from adascale.report.format import subsets_text
     from adascale.scales.analysis import analyze as run_analysis
 
+    if null_fit is not None and null is None:
+        raise AdaScaleError("--null-fit needs --null (the seed pair it fits)")
     console = report_console()
     with console.status("analysing scales..."):
+        null_set, null_fit_set, null_fit_label = _load(null, null_fit) if null is not None else (None, None, None)
         report = run_analysis(
             *_load(predictions, fit),
             pool=pool,
@@ -65,12 +85,18 @@ def analyze(
             units=units,
             n_resamples=bootstrap,
             seed=seed,
+            null=null_set,
+            null_fit=null_fit_set,
+            null_label=None if null is None else str(null),
+            null_fit_label=null_fit_label,
         )
     console.print(methods_table(report, title=f"Scale analysis of {predictions}"))
     console.print(f"best_global_s fitted on: {report['settings']['fitted_on']}; routing per {granularity}")
     console.print(f"subsets: {subsets_text(report['settings']['subsets'])}")
     console.print(complementarity_table(report))
     console.print(distance_table(report, "ions"))
+    if "attribution" in report:
+        console.print(attribution_table(report))
     write_report(json_out, report, console)
 
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adascale.data.regimes import ALL, IONS, SUBSETS
-from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
+from adascale.report.format import gain_cell, mae_cell, method_detail, number, percent, scales_text
 
 
 def methods_table(report: dict, title: str = "Force MAE") -> Table:
@@ -77,6 +77,25 @@ def distance_table(report: dict, subset: str = IONS) -> Table:
     for item in bins:
         label = f"{item['lo']:.2f}-{item['hi']:.2f}" if item["hi"] is not None else f">= {item['lo']:.2f}"
         table.add_row(label, str(item["count"]), *[number(item["mae"][name]) for name in methods])
+    return table
+
+
+def attribution_table(report: dict) -> Table:
+    """Oracle gain over the best fixed scale of the scale pair and of the seed pair, and the
+    part attributable to scale with its 95 % joint frame-bootstrap interval."""
+    table = Table(title="Seed-null attribution (gain over each pair's best_global_s)")
+    for column in ("oracle", "subset", "scale pair", "seed pair", "attributable [95% CI]"):
+        table.add_column(column, justify="left" if column in ("oracle", "subset") else "right")
+    for oracle, block in report["attribution"].items():
+        for subset in SUBSETS:
+            item = block[subset]
+            table.add_row(
+                oracle,
+                subset,
+                gain_cell(item["scale_gain"]),
+                gain_cell(item["seed_gain"]),
+                gain_cell(item["attributable"], item["ci"]),
+            )
     return table
 
 

@@ -24,6 +24,14 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f} %"
 
 
+def gain_cell(value: float | None, ci: list[float] | None = None) -> str:
+    """A gain (fraction) in signed percent with its interval: ``+2.5 % [-0.3, +5.1]``; ``-`` when undefined."""
+    if value is None:
+        return "-"
+    text = f"{100 * value:+.1f} %"
+    return f"{text} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else text
+
+
 def method_detail(entry: dict) -> str:
     """The pool or scale a method uses, for a table's last column."""
     if "pool" in entry:

@@ -7,7 +7,8 @@ report can be re-rendered from its JSON without touching models or predictions.
 from __future__ import annotations
 
 from adascale.data.regimes import ALL, CLOSE_CONTACT, SUBSETS
-from adascale.report.format import mae_cell, method_detail, number, percent, scales_text
+from adascale.report.format import gain_cell, mae_cell, method_detail, number, percent, scales_text
+from adascale.scales.attribution import ORACLES
 from adascale.scales.methods import BEST_GLOBAL_S, ORACLE_CONTINUOUS, ORACLE_HARD, ORACLE_POOL, fixed_methods
 
 #: The paper's figures (arXiv 2606.09480; its units, most likely kJ/mol/nm): all-atom MAE per
@@ -101,13 +102,35 @@ def paper_markdown(report: dict) -> str:
             f"{_improvement(PAPER_CLOSE_CONTACT['best fixed scale'], paper)} | {number(close_ours[name])} | "
             f"{_improvement(close_ours['best fixed scale'], close_ours[name])} |"
         )
+    rows.extend(seed_null_rows(report))
     pool = report.get("refinement", {}).get("final")
     note = (
         f"\n\nRefined pool: paper {scales_text(PAPER_REFINED_POOL)}, ours {scales_text(pool) if pool else '-'}. "
         "Absolute numbers are not comparable across datasets (the paper's testbed and models differ); "
         "the structure is: fixed > hard oracle > pool oracle ≥ continuous oracle."
     )
+    if "attribution" in report:
+        note += (
+            " Seed null: the same oracle on two models of one scale that differ only in their training seed; "
+            "its gain over its own best_global_s needs no difference in scale, so only the attributable part "
+            "(scale pair's gain minus seed pair's, 95 % interval resampling frames jointly) is a gain of scale."
+        )
     return "## Beside the paper\n\n" + "\n".join(rows) + note
+
+
+def seed_null_rows(report: dict) -> list[str]:
+    """Rows of the paper table for the seed null (none without ``attribution``): per oracle, on all
+    atoms and in close contact, the seed pair's gain and the gain attributable to scale."""
+    rows = []
+    for key, block in report.get("attribution", {}).items():
+        for subset in (ALL, CLOSE_CONTACT):
+            item = block[subset]
+            where = "" if subset == ALL else ", close contact"
+            rows.append(
+                f"| {ORACLES[key]}{where}, seed null | - | - | - | seed pair {gain_cell(item['seed_gain'])}; "
+                f"attributable to scale {gain_cell(item['attributable'], item['ci'])} |"
+            )
+    return rows
 
 
 def refinement_markdown(report: dict) -> str:

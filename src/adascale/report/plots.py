@@ -38,6 +38,7 @@ def write_plots(report: dict, directory: Path) -> dict[str, str]:
         "refinement": (plot_refinement, "refinement"),
         "s_star_histogram": (plot_s_star, "complementarity"),
         "mae_by_species": (plot_species, "mae_by_species"),
+        "attributable_vs_distance": (plot_attributable, "attribution_by_distance"),
     }
     written = {}
     for name, (draw, needs) in drawers.items():
@@ -63,7 +64,7 @@ def plot_mae_vs_distance(report: dict) -> Figure:
     axes = figure.subplots(1, len(subsets), squeeze=False)[0]
     for ax, subset in zip(axes, subsets):
         bins = block[subset]
-        centres = [0.5 * (b["lo"] + b["hi"]) if b["hi"] is not None else b["lo"] + 0.1 for b in bins]
+        centres = _bin_centres(bins)
         for name in _methods(list(bins[0]["mae"])):
             values = [np.nan if b["mae"][name] is None else b["mae"][name] for b in bins]
             ax.plot(centres, values, marker="o", label=name)
@@ -71,6 +72,37 @@ def plot_mae_vs_distance(report: dict) -> Figure:
         ax.set_xlabel("nearest-ion distance d_i (nm)")
         ax.set_ylabel(f"force MAE ({report['units']})")
         ax.set_title("all atoms" if subset == ALL else subset)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return figure
+
+
+def _bin_centres(bins: list[dict]) -> list[float]:
+    """Where to draw each d_ion bin: its middle, or 0.1 nm past the edge of the last, open one."""
+    return [0.5 * (b["lo"] + b["hi"]) if b["hi"] is not None else b["lo"] + 0.1 for b in bins]
+
+
+def plot_attributable(report: dict) -> Figure:
+    """The oracle gain attributable to scale (scale pair's minus seed pair's) per bin of
+    nearest-ion distance, with its 95 % interval, for the hard and the continuous oracle;
+    all atoms and ions."""
+    block = report["attribution_by_distance"]
+    subsets = [s for s in (ALL, IONS) if block.get(s)]
+    figure = Figure(figsize=(5.5 * len(subsets), 4))
+    axes = figure.subplots(1, len(subsets), squeeze=False)[0]
+    for ax, subset in zip(axes, subsets):
+        for offset, (oracle, bins) in zip((-0.008, 0.008), block[subset].items()):
+            centres = np.asarray(_bin_centres(bins)) + offset
+            values = np.array([np.nan if b["attributable"] is None else 100 * b["attributable"] for b in bins])
+            low = np.array([np.nan if b["ci"] is None else 100 * b["ci"][0] for b in bins])
+            high = np.array([np.nan if b["ci"] is None else 100 * b["ci"][1] for b in bins])
+            (line,) = ax.plot(centres, values, marker="o", label=f"{oracle} oracle")
+            ax.vlines(centres, low, high, color=line.get_color(), alpha=0.6)  # a percentile interval need not hold the point
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.axvline(0.6, color="grey", linestyle=":", label="close contact (0.6 nm)")
+        ax.set_xlabel("nearest-ion distance d_i (nm)")
+        ax.set_ylabel("oracle gain attributable to scale (% of best fixed)")
+        ax.set_title(f"scale pair minus seed pair: {'all atoms' if subset == ALL else subset}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return figure

@@ -15,6 +15,7 @@ import numpy as np
 from adascale.data.regimes import ALL, IONS
 from adascale.errors import AdaScaleError
 from adascale.predictions import PredictionSet, frame_groups
+from adascale.scales.attribution import attribute, attribute_by_distance, check_null_matches
 from adascale.scales.axis import as_pool
 from adascale.scales.methods import BEST_GLOBAL_S, ORACLE_CONTINUOUS, ORACLE_HARD, ORACLE_POOL, fixed_methods, fixed_name
 from adascale.scales.metrics import (
@@ -109,24 +110,27 @@ def analyze(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     distance_edges_nm: tuple[float, ...] = DISTANCE_EDGES_NM,
+    null: PredictionSet | None = None,
+    null_fit: PredictionSet | None = None,
+    null_label: str | None = None,
+    null_fit_label: str | None = None,
 ) -> dict:
     """The full scale analysis of ``predictions`` as a report dictionary (JSON-ready).
 
     ``best_global_s`` is fitted on ``fit`` (e.g. validation predictions) when given; the
     oracles look at the analysed set's labels by definition. ``pool`` defaults to
-    :func:`default_pool`. ``granularity="frame"`` routes whole frames.
+    :func:`default_pool`. ``granularity="frame"`` routes whole frames. With ``null`` (two
+    models of one scale differing only in seed, on the same frames and atoms; its
+    best_global_s fitted on ``null_fit``) the report gains ``attribution`` and
+    ``attribution_by_distance`` (:mod:`adascale.scales.attribution`).
     """
     reporter = _Reporter(predictions, units, n_resamples, seed)
+    if null is not None:
+        check_null_matches(predictions, null, null_label or "null set")
     losses = scale_losses(predictions, granularity)
-    if fit is not None:
-        check_same_anchors(predictions, fit, fit_label or "fit set")
-    s_best, _ = best_global_scale(losses.errors if fit is None else anchor_errors(fit), predictions.scales)
+    s_best = fitted_best_scale(predictions, losses, fit, fit_label)
     pool = default_pool(predictions.scales) if pool is None else as_pool(pool)
-    routings = {
-        ORACLE_HARD: route_pool(losses, predictions.scales),
-        ORACLE_CONTINUOUS: route_continuous(losses.errors, predictions.scales, losses.groups),
-        ORACLE_POOL: route_pool(losses, pool),
-    }
+    routings = {**oracle_routings(losses), ORACLE_POOL: route_pool(losses, pool)}
     methods = reporter.fixed_methods(losses)
     methods[BEST_GLOBAL_S] = reporter.entry(losses.sample_loss(s_best), s=s_best)
     methods.update({name: reporter.entry(routing.loss) for name, routing in routings.items()})
@@ -141,7 +145,126 @@ def analyze(
     report.update(
         breakdown(predictions, per_sample, units=units, n_resamples=n_resamples, seed=seed, distance_edges_nm=distance_edges_nm)
     )
+    if null is not None:
+        blocks = _seed_null_blocks(
+            predictions,
+            per_sample,
+            null,
+            pair_losses(null, null_fit, null_fit_label, granularity),
+            n_resamples,
+            seed,
+            distance_edges_nm,
+        )
+        report["settings"]["attribution"] = blocks.pop("settings") | {
+            "null_fitted_on": (null_fit_label or "null fit set") if null_fit is not None else IN_SAMPLE,
+            "null": null_label or "null set",
+        }
+        report.update(blocks)
     return report
+
+
+def seed_null(
+    predictions: PredictionSet,
+    null: PredictionSet,
+    fit: PredictionSet | None = None,
+    null_fit: PredictionSet | None = None,
+    *,
+    fit_label: str | None = None,
+    null_label: str | None = None,
+    null_fit_label: str | None = None,
+    granularity: str = "sample",
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    distance_edges_nm: tuple[float, ...] = DISTANCE_EDGES_NM,
+) -> dict:
+    """The seed-null blocks of a report on their own: {attribution, attribution_by_distance,
+    settings}, as :func:`analyze` adds them (for a pipeline whose report comes from elsewhere).
+
+    ``predictions``/``fit``: the scale pair on the test and fit sets; ``null``/``null_fit``:
+    two seeds of one scale on the same test frames and atoms, and on a fit set of its own.
+    """
+    check_null_matches(predictions, null, null_label or "null set")
+    blocks = _seed_null_blocks(
+        predictions,
+        pair_losses(predictions, fit, fit_label, granularity),
+        null,
+        pair_losses(null, null_fit, null_fit_label, granularity),
+        n_resamples,
+        seed,
+        distance_edges_nm,
+    )
+    blocks["settings"].update(
+        {
+            "fitted_on": (fit_label or "fit set") if fit is not None else IN_SAMPLE,
+            "null": null_label or "null set",
+            "null_fitted_on": (null_fit_label or "null fit set") if null_fit is not None else IN_SAMPLE,
+            "granularity": granularity,
+        }
+    )
+    return blocks
+
+
+def _seed_null_blocks(
+    predictions: PredictionSet,
+    scale: dict[str, np.ndarray],
+    null: PredictionSet,
+    null_losses: dict[str, np.ndarray],
+    n_resamples: int,
+    seed: int,
+    distance_edges_nm: tuple[float, ...],
+) -> dict:
+    """{attribution, attribution_by_distance (all atoms and ions), settings} from both pairs' losses."""
+    masks = predictions.masks()
+    common = {"n_resamples": n_resamples, "seed": seed}
+    return {
+        "attribution": attribute(scale, null_losses, predictions.frame, masks, **common),
+        "attribution_by_distance": {
+            "edges_nm": list(distance_edges_nm),
+            **{
+                subset: attribute_by_distance(
+                    scale,
+                    null_losses,
+                    predictions.frame,
+                    predictions.d_ion,
+                    list(distance_edges_nm),
+                    mask=masks[subset],
+                    **common,
+                )
+                for subset in (ALL, IONS)
+            },
+        },
+        "settings": {
+            "null_branch_names": null.branch_names,
+            "gain": "(best_global_s - oracle) / best_global_s of each pair, per subset; attributable = scale_gain - seed_gain",
+            "ci": f"95 % percentile interval of {n_resamples} resamples (seed {seed}); frames resampled jointly in both sets",
+        },
+    }
+
+
+def fitted_best_scale(predictions: PredictionSet, losses: ScaleLosses, fit: PredictionSet | None, fit_label: str | None) -> float:
+    """``best_global_s`` of a pair: fitted on ``fit`` when given (same anchors), else in-sample."""
+    if fit is not None:
+        check_same_anchors(predictions, fit, fit_label or "fit set")
+    return best_global_scale(losses.errors if fit is None else anchor_errors(fit), predictions.scales)[0]
+
+
+def oracle_routings(losses: ScaleLosses) -> dict[str, Routing]:
+    """The hard (best anchor) and continuous oracles of a loss table."""
+    return {
+        ORACLE_HARD: route_pool(losses, losses.scales),
+        ORACLE_CONTINUOUS: route_continuous(losses.errors, losses.scales, losses.groups),
+    }
+
+
+def pair_losses(
+    predictions: PredictionSet, fit: PredictionSet | None = None, fit_label: str | None = None, granularity: str = "sample"
+) -> dict[str, np.ndarray]:
+    """Per-sample losses (N,) eV/Å of one pair's best_global_s and oracles, the inputs of
+    :func:`adascale.scales.attribution.attribute`."""
+    losses = scale_losses(predictions, granularity)
+    out = {BEST_GLOBAL_S: losses.sample_loss(fitted_best_scale(predictions, losses, fit, fit_label))}
+    out.update({name: routing.loss for name, routing in oracle_routings(losses).items()})
+    return out
 
 
 def breakdown(

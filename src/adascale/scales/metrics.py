@@ -10,15 +10,19 @@ Any stage reports its own methods (e.g. ``router_hard``) through :func:`method_e
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from adascale.data.regimes import DEFAULT_ION_SPECIES
+from adascale.errors import AdaScaleError
 from adascale.predictions import frame_groups
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
+#: The random stream of the seed draws of :meth:`FrameBootstrap.summarize_seeds` (frames use stream 0).
+SEED_STREAM = 1
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,39 @@ class FrameBootstrap:
             sizes[:, column] = np.bincount(ordered, minlength=self.n_frames)
         self._resampled_sizes = self.weights @ sizes  # (B, subsets)
 
-    def summarize(self, loss: np.ndarray) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
-        """{subset: (MAE, (lo, hi))} of ``loss`` (N,); (None, None) for an empty subset."""
+    def frame_sums(self, loss: np.ndarray) -> np.ndarray:
+        """(G, subsets) the sum of ``loss`` (N,) over each frame's samples of each subset."""
         sums = np.zeros((self.n_frames, len(self._segments)))
         for column, (index, present, starts) in enumerate(self._segments.values()):
             if index.size:
                 sums[present, column] = np.add.reduceat(loss.take(index), starts)
-        totals = self.weights @ sums  # (B, subsets)
+        return sums
+
+    def summarize(self, loss: np.ndarray) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
+        """{subset: (MAE, (lo, hi))} of ``loss`` (N,); (None, None) for an empty subset."""
+        return self.summarize_seeds([loss])
+
+    def summarize_seeds(
+        self, losses: Sequence[np.ndarray], seed: int = 0
+    ) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
+        """{subset: (MAE, (lo, hi))} of the mean over S models that differ only in their training
+        seed, each a loss (N,) on the same samples, with an interval that resamples seeds too.
+
+        Every resample draws S seeds with replacement (from ``seed``, a stream apart from the
+        frames') and the frames as :meth:`summarize` does, the same frames for every drawn
+        seed: seeds and frames are crossed factors (every seed sees every frame), so both are
+        resampled independently (the "pigeonhole" bootstrap for crossed designs, slightly
+        conservative). The statistic is the mean over the drawn seeds of their pooled MAE on
+        the drawn frames. One seed, or S identical seeds, give :meth:`summarize`'s interval
+        exactly; with two seeds about a quarter of the resamples hold one seed twice, so the
+        interval reaches both seeds' MAEs.
+        """
+        n_seeds = len(losses)
+        sums = np.stack([self.frame_sums(loss) for loss in losses])  # (S, G, subsets)
+        per_seed = self.weights @ sums  # (S, B, subsets)
+        drawn = resample_weights(n_seeds, self.weights.shape[0], seed, stream=SEED_STREAM) if n_seeds > 1 else None
+        totals = per_seed[0] if drawn is None else np.einsum("bs,sbm->bm", drawn, per_seed) / n_seeds
+        points = sums.sum(axis=(0, 1)) / n_seeds  # (subsets,)
         tail = 50.0 * (1.0 - self.level)
         result = {}
         for column, (name, (index, _, _)) in enumerate(self._segments.items()):
@@ -82,16 +112,17 @@ class FrameBootstrap:
             sizes = self._resampled_sizes[:, column]
             means = totals[sizes > 0, column] / sizes[sizes > 0]  # resamples without the subset carry no MAE
             interval = tuple(float(v) for v in np.percentile(means, [tail, 100.0 - tail])) if means.size else None
-            result[name] = (float(sums[:, column].sum() / index.size), interval)
+            result[name] = (float(points[column] / index.size), interval)
         return result
 
 
 @functools.lru_cache(maxsize=2)
-def resample_weights(n_frames: int, n_resamples: int, seed: int) -> np.ndarray:
+def resample_weights(n_frames: int, n_resamples: int, seed: int, stream: int = 0) -> np.ndarray:
     """(B, G) read-only: how often each of G frames is drawn in each of B resamples (with
     replacement, from ``seed``). A pure function of its arguments, so the reporters of one
-    prediction set share it instead of drawing it again (10.7 MB at B = 1000, G = 1337)."""
-    rng = np.random.default_rng(seed)
+    prediction set share it instead of drawing it again (10.7 MB at B = 1000, G = 1337).
+    ``stream`` > 0 draws an independent sequence from the same seed (e.g. for seeds, not frames)."""
+    rng = np.random.default_rng(seed if stream == 0 else [seed, stream])
     draws = rng.integers(n_frames, size=(n_resamples, n_frames))
     draws += n_frames * np.arange(n_resamples)[:, None]
     drawn = np.bincount(draws.ravel(), minlength=n_resamples * n_frames)
@@ -127,9 +158,7 @@ def method_entry(
     if bootstrap is None:
         entry: dict = {name: _scaled(subset_mae(loss, mask), factor) for name, mask in masks.items()}
     else:
-        summary = bootstrap.summarize(loss)
-        entry = {name: _scaled(summary[name][0], factor) for name in masks}
-        entry["ci"] = {name: None if summary[name][1] is None else [v * factor for v in summary[name][1]] for name in masks}
+        entry = _summary_entry(bootstrap.summarize(loss), factor)
     entry.update(extra)
     return entry
 
@@ -160,11 +189,7 @@ def mae_by_bins(
     samples with NaN values, below the first edge or outside ``mask`` are left out; empty
     bins have MAE None.
     """
-    which = np.searchsorted(np.asarray(edges, dtype=float), values, side="right") - 1
-    valid = ~np.isnan(values) & (which >= 0)
-    if mask is not None:
-        valid &= mask
-    bins = {b: valid & (which == b) for b in range(len(edges))}
+    bins = bin_masks(values, edges, mask)
     bootstrap = FrameBootstrap(frame, bins, n_resamples=n_resamples, seed=seed)
     entries = {name: method_entry(loss, bins, bootstrap=bootstrap, factor=factor) for name, loss in losses.items()}
     return [
@@ -177,6 +202,53 @@ def mae_by_bins(
         }
         for b in bins
     ]
+
+
+def bin_masks(values: np.ndarray, edges: list[float], mask: np.ndarray | None = None) -> dict[int, np.ndarray]:
+    """{bin: (N,) mask} of ``values`` (N,) in [edges[i], edges[i+1]) and a last open bin from
+    edges[-1]; NaN values, values below the first edge and samples outside ``mask`` are in none."""
+    which = np.searchsorted(np.asarray(edges, dtype=float), values, side="right") - 1
+    valid = ~np.isnan(values) & (which >= 0)
+    if mask is not None:
+        valid &= mask
+    return {b: valid & (which == b) for b in range(len(edges))}
+
+
+def seed_frame_bootstrap(
+    losses_per_seed: Sequence[np.ndarray],
+    frame: np.ndarray,
+    masks: dict[str, np.ndarray],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    factor: float = 1.0,
+    **extra: object,
+) -> dict:
+    """A ``methods`` entry for one model trained with S seeds: the subset MAEs of the mean
+    over seeds, their intervals resampling seeds and frames (:meth:`FrameBootstrap.summarize_seeds`),
+    and each seed's own MAEs under ``per_seed``.
+
+    losses_per_seed: S per-sample losses (N,) eV/Å on the same samples (same ``frame`` (N,)
+    and ``masks``); values leave multiplied by ``factor``. With one seed the interval holds
+    no training variance: it is the frame bootstrap's.
+    """
+    if not losses_per_seed:
+        raise AdaScaleError("seed_frame_bootstrap: needs the losses of at least one seed")
+    bootstrap = FrameBootstrap(frame, masks, n_resamples=n_resamples, seed=seed)
+    entry = _summary_entry(bootstrap.summarize_seeds(losses_per_seed, seed=seed), factor)
+    entry["per_seed"] = {
+        name: [_scaled(subset_mae(loss, mask), factor) for loss in losses_per_seed] for name, mask in masks.items()
+    }
+    entry["seeds"] = len(losses_per_seed)
+    entry.update(extra)
+    return entry
+
+
+def _summary_entry(summary: dict[str, tuple], factor: float) -> dict:
+    """{subset: MAE, "ci": {subset: [lo, hi]}} of a bootstrap summary, scaled by ``factor``."""
+    entry: dict = {name: _scaled(mae, factor) for name, (mae, _) in summary.items()}
+    entry["ci"] = {name: None if ci is None else [v * factor for v in ci] for name, (_, ci) in summary.items()}
+    return entry
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
