@@ -159,3 +159,24 @@ def test_check_cutoff_enforces_twice_the_cutoff(rng):
     check_cutoff(frame, 5.0)
     molecule = Frame(np.array([1]), np.zeros((1, 3)), np.zeros((3, 3)), np.zeros(3, bool), None, None)
     check_cutoff(molecule, 100.0)
+
+
+def test_stress_round_trips_and_reads_voigt_and_the_plain_key(tmp_path):
+    stress = np.array([[1.0, 0.4, 0.5], [0.4, 2.0, 0.6], [0.5, 0.6, 3.0]]) * 1e-3
+    frame = Frame(
+        np.array([8, 1]), np.zeros((2, 3)) + [[0, 0, 0], [1, 0, 0]], np.eye(3) * 5, np.ones(3, bool), np.ones((2, 3)), -1.0
+    )
+    unlabelled = Frame(frame.numbers, frame.positions, frame.cell, frame.pbc, frame.forces, -1.0)
+    frame.stress = stress
+    write_frames(tmp_path / "s.extxyz", [frame, unlabelled])
+    back = read_frames(tmp_path / "s.extxyz")
+    np.testing.assert_array_equal(back[0].stress, stress)
+    assert back[1].stress is None and "REF_stress" not in back[0].info
+    atoms = frame.to_atoms()
+    del atoms.info["REF_stress"]
+    atoms.calc = SinglePointCalculator(atoms, stress=[1e-3, 2e-3, 3e-3, 0.6e-3, 0.5e-3, 0.4e-3])  # ASE's Voigt order
+    np.testing.assert_allclose(Frame.from_atoms(atoms).stress, stress)
+    atoms.calc = None
+    atoms.info["my_stress"] = np.ones(4)
+    with pytest.raises(AdaScaleError, match=r"frame 0.*my_stress.*has shape \(4,\), expected \(3, 3\)"):
+        Frame.from_atoms(atoms, stress_key="my_stress", index=0, path="x.extxyz")

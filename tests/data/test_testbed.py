@@ -8,17 +8,19 @@ import openmm.unit as unit
 import pytest
 
 from adascale.data import testbed
+from adascale.data.amoeba import frame_topology, whole_waters
 from adascale.data.frames import read_frames
 from adascale.data.testbed import NaClSettings, cache_path, generate_nacl
 from adascale.errors import AdaScaleError
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
 
-TINY = dict(box_nm=1.9, stride_ps=0.02, equil_ps=0.2, seed=1)
+TINY = dict(box_nm=1.95, stride_ps=0.02, equil_ps=0.2, seed=1, volume_levels=3, level_equil_ps=0.02)
+BAR_PER_EV_A3 = 1e4 / ase.units.GPa  # ase.units.GPa is 1 GPa = 1e4 bar in eV/Å³; independent of adascale.units
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A 3-frame testbed in a 1.9 nm box (a few seconds)."""
+    """A 3-frame testbed in a 1.95 nm box at volumes 0.94, 1.0, 1.06 V0 (a few seconds)."""
     root = tmp_path_factory.mktemp("testbed")
     settings = NaClSettings(frames=3, **TINY)
     out = generate_nacl(settings, root / "tiny.extxyz", cache_dir=root / "cache", threads=1, progress=False)
@@ -90,11 +92,11 @@ def test_composition_and_recorded_settings(tiny):
     settings, _, frames = tiny
     numbers = frames[0].numbers
     pairs = settings.ion_pairs
-    assert pairs == 4  # 1.0 M in 1.9^3 nm^3 = 4.13 ion pairs
+    assert pairs == 4  # 1.0 M in 1.95^3 nm^3 = 4.47 ion pairs
     assert numbers[-2 * pairs :].tolist() == [11] * pairs + [17] * pairs
     assert (numbers[: -2 * pairs].reshape(-1, 3) == [8, 1, 1]).all()
     info = frames[0].info
-    assert info["gen_seed"] == 1 and info["gen_frames"] == 3 and info["gen_box_nm"] == 1.9
+    assert info["gen_seed"] == 1 and info["gen_frames"] == 3 and info["gen_box_nm"] == 1.95
     assert info["gen_forcefield"] == "amber14/spce.xml" and info["gen_ion_pairs"] == pairs
 
 
@@ -134,7 +136,14 @@ def test_replicas_run_in_parallel_processes_with_their_own_seeds(tiny, tmp_path)
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        (dict(box_nm=1.85), r"--box-nm 1\.85 is too small: the box must be at least 1\.89 nm, twice the 0\.9 nm PME cutoff"),
+        (
+            dict(box_nm=1.9),
+            r"--box-nm 1\.9 is too small: the box must be at least 1\.93 nm, twice the 0\.9 nm PME cutoff.*0\.94 V",
+        ),
+        (dict(box_nm=1.85, volume_span=0.0), r"--box-nm 1\.85 is too small: the box must be at least 1\.89 nm"),
+        (dict(volume_span=0.5), r"--volume-span must be in \[0, 0\.5\)"),
+        (dict(volume_levels=1), r"--volume-levels must be at least 2 when --volume-span > 0"),
+        (dict(level_equil_ps=-1.0), r"--level-equil-ps must not be negative"),
         (dict(frames=0), r"--frames must be at least 1"),
         (dict(molar=0.1), r"--molar 0\.1 in a 2 nm box gives no ion pair"),
         (dict(molar=-1.0), r"gives no ion pair"),
@@ -159,3 +168,89 @@ def test_unit_constants_agree_with_openmm_and_codata():
     ev_in_kj_mol = (1 * unit.elementary_charge * unit.volt * unit.AVOGADRO_CONSTANT_NA).value_in_unit(unit.kilojoule_per_mole)
     assert KJ_MOL_PER_EV == pytest.approx(ev_in_kj_mol, rel=1e-9)
     assert KJ_MOL_NM_PER_EV_A == pytest.approx(964.853, abs=5e-4)  # DESIGN §5
+
+
+def _whole_and_centres(frame):
+    """Positions (Å) with every water whole, and each atom's molecule centre (the geometric centre, as the barostat)."""
+    whole = whole_waters(frame.positions, frame.numbers, frame.cell)
+    centres = whole.copy()
+    for o in np.flatnonzero(frame.numbers == 8):
+        centres[o : o + 3] = whole[o : o + 3].mean(axis=0)
+    return whole, centres
+
+
+def test_frames_span_the_volume_levels_in_cycled_order(tiny):
+    settings, _, frames = tiny
+    volumes = np.array([abs(np.linalg.det(f.cell)) for f in frames])
+    np.testing.assert_allclose(volumes / volumes[1], [0.94, 1.0, 1.06], rtol=1e-9)  # one equilibrated V0, scaled
+    assert [f.info["volume_factor"] for f in frames] == [0.94, 1.0, 1.06]
+    assert settings.cache_key() != NaClSettings(frames=3, **{**TINY, "volume_span": 0.0}).cache_key()
+    old = NaClSettings(frames=2, **{**TINY, "volume_span": 0.0})
+    assert old.volume_factors().tolist() == [1.0] and old.level_equil_steps == 0  # the single-volume sampling
+
+
+def _spce_system(frame):
+    topology = frame_topology(frame.numbers)
+    topology.setPeriodicBoxVectors(frame.cell / 10 * unit.nanometer)
+    return app.ForceField("amber14/spce.xml").createSystem(
+        topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer, rigidWater=True
+    )
+
+
+def _float64_stress(frame, h: float) -> np.ndarray:
+    """(3, 3) eV/Å³: central differences of the Reference platform's energy under symmetric strains ±h/2,
+    each strained cell rotated back to OpenMM's reduced (lower-triangular) form."""
+    context = openmm.Context(_spce_system(frame), openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    whole, _ = _whole_and_centres(frame)
+
+    def energy(strain):
+        cell, positions = frame.cell @ (np.eye(3) + strain), whole @ (np.eye(3) + strain)
+        q, r = np.linalg.qr(cell.T)
+        q = q * np.sign(np.diag(r))  # a rotation taking the cell to lower-triangular rows
+        context.setPeriodicBoxVectors(*np.tril(cell @ q / 10))
+        context.setPositions(positions @ q / 10)
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+    stress = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            strain = np.zeros((3, 3))
+            strain[i, j] += h / 2
+            strain[j, i] += h / 2
+            stress[i, j] = stress[j, i] = (energy(strain) - energy(-strain)) / (2 * h)
+    return stress * ase.units.kJ / ase.units.mol / abs(np.linalg.det(frame.cell))
+
+
+def test_stress_labels_equal_a_float64_strain_derivative_with_another_step(tiny):
+    """Reference platform (double precision), symmetric strains, step 2e-3 (the labels: CPU platform,
+    lower-triangular deformations, 4e-3). Measured: at most 96 bar apart on components of ~35,000 bar; the
+    tolerance, 1.5e-4 eV/Å³ (240 bar), is what the cutoff crossings allow."""
+    _, _, frames = tiny
+    for frame in frames:
+        np.testing.assert_allclose(frame.stress, _float64_stress(frame, 2e-3), atol=1.5e-4)
+        assert np.abs(frame.stress).max() > 0.01  # ~20,000-35,000 bar: the labels are not zeros
+
+
+def test_molecular_pressure_from_the_labels_equals_openmms_barostat(tiny):
+    """The barostat scales molecule centres; the atomic stress turns into that by adding (1/V) Σ (r_i - c_i) ⊗ F_i.
+    With zero velocities computeCurrentPressure has no kinetic part. Measured: 16-122 bar apart over a 10,000 bar
+    range across the three volumes (the barostat's own finite volume step sees other cutoff crossings)."""
+    _, _, frames = tiny
+    pressures = []
+    for frame in frames:
+        system = _spce_system(frame)
+        barostat = openmm.MonteCarloBarostat(1.0 * unit.bar, 300.0 * unit.kelvin)
+        system.addForce(barostat)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"))
+        whole, centres = _whole_and_centres(frame)
+        context.setPeriodicBoxVectors(*(frame.cell / 10))
+        context.setPositions(whole / 10)
+        context.setVelocities(np.zeros_like(whole))
+        expected = barostat.computeCurrentPressure(context).value_in_unit(unit.bar)
+        molecular = frame.stress + np.einsum("ni,nj->ij", whole - centres, frame.forces) / abs(np.linalg.det(frame.cell))
+        pressures.append(-np.trace(molecular) / 3 * BAR_PER_EV_A3)
+        assert pressures[-1] == pytest.approx(expected, abs=250)
+        dispersion = frame.info["REF_stress_dispersion"]
+        np.testing.assert_allclose(dispersion, dispersion[0, 0] * np.eye(3))
+        assert -150 < -dispersion[0, 0] * BAR_PER_EV_A3 < -100  # the tail correction lowers the pressure ~125 bar
+    assert pressures[0] > pressures[1] > pressures[2]  # compressed boxes push outwards

@@ -17,7 +17,7 @@ from adascale.models.io import save_model
 from models.branch_checks import water_ion_frame
 
 
-def _numeric_stress(atoms, model, h: float = 1e-5) -> np.ndarray:
+def numeric_stress(atoms, model, h: float = 1e-5) -> np.ndarray:
     """(1/V) dE/d(epsilon) by central differences of homogeneous strains (atoms move with the cell)."""
     stress = np.zeros((3, 3))
     for i in range(3):
@@ -48,7 +48,7 @@ def test_energy_forces_and_stress(which, mixture, periodic_frame):
     )  # each atom's own
     stress = atoms.get_stress(voigt=False)
     assert np.abs(stress).max() > 1e-5
-    np.testing.assert_allclose(stress, _numeric_stress(atoms, model), atol=1e-9)
+    np.testing.assert_allclose(stress, numeric_stress(atoms, model), atol=1e-9)
 
 
 def test_force_mixing_mode_mixes_branch_forces_per_atom(mixture, periodic_frame):

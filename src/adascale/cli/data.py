@@ -39,6 +39,13 @@ def generate_nacl_command(
         help="spce: the dynamics' own SPC/E forces; amoeba: the same frames relabelled with amoeba2018.xml "
         "(multipole + vdW terms, mutual polarization, PME 0.9 nm).",
     ),
+    volume_span: float = typer.Option(
+        0.06, "--volume-span", help="Sample volumes over the equilibrated one x (1 ± this); 0: one volume (the old sampling)."
+    ),
+    volume_levels: int = typer.Option(
+        7, "--volume-levels", help="Volume levels evenly over that span (frames cycle through them)."
+    ),
+    level_equil_ps: float = typer.Option(2.0, "--level-equil-ps", help="NVT re-equilibration after scaling to each level, ps."),
     threads: int = typer.Option(0, "--threads", help="CPU threads in all, shared by the replicas (0: every core)."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."
@@ -47,9 +54,13 @@ def generate_nacl_command(
     """Simulate aqueous NaCl with OpenMM and write labelled frames.
 
     SPC/E water and Joung-Cheatham ions (amber14/spce.xml), PME with a 0.9 nm cutoff, rigid
-    water, Langevin dynamics at 2 fs; NPT equilibration at 1 bar, then NVT sampling at the
-    equilibrated volume. Labels are OpenMM's forces (eV/Å) and potential energy (eV); the
-    settings are stored in every frame (gen_* keys). Results are cached by their settings,
+    water, Langevin dynamics at 2 fs; NPT equilibration at 1 bar, then NVT sampling at
+    --volume-levels volumes evenly over the equilibrated volume x (1 ± --volume-span) (default
+    0.94-1.06, 7 levels; each level re-equilibrated --level-equil-ps after scaling the box, the
+    frames cycling through the levels so any contiguous block spans the densities). Labels are
+    OpenMM's forces (eV/Å), potential energy (eV) and stress REF_stress (eV/Å³, ASE's sign, by
+    finite strain differences of the energy, the dispersion correction included and also
+    stored alone as REF_stress_dispersion); the settings are stored in every frame (gen_* keys). Results are cached by their settings,
     so a repeat call is instant. The default box (2.0 nm, 1.0 M) holds 5 ion pairs and 246
     waters (748 atoms); the command prints its speed (frames/s) at the end.
 
@@ -64,7 +75,20 @@ def generate_nacl_command(
     """
     from adascale.data.testbed import NaClSettings, cache_path, generate_nacl
 
-    settings = NaClSettings(frames, box_nm, molar, temperature, stride_ps, equil_ps, seed, replicas, labels)
+    settings = NaClSettings(
+        frames,
+        box_nm,
+        molar,
+        temperature,
+        stride_ps,
+        equil_ps,
+        seed,
+        replicas,
+        labels,
+        volume_span,
+        volume_levels,
+        level_equil_ps,
+    )
     cached = cache_path(settings, cache_dir).exists()
     start = time.perf_counter()
     generate_nacl(settings, out, cache_dir=cache_dir, threads=threads or None)

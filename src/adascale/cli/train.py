@@ -93,7 +93,8 @@ def train(
     device = resolve_device(device)
     if not resume and (out / CHECKPOINT_FILE).exists():
         raise AdaScaleError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    keys = {"forces_key": settings.training.forces_key, "energy_key": settings.training.energy_key}
+    t = settings.training
+    keys = {"forces_key": t.forces_key, "energy_key": t.energy_key, "stress_key": t.stress_key}
     train_frames = read_frames(train_file, **keys)
     valid_frames = read_frames(valid_file, **keys)
     context = setup_distributed(device)

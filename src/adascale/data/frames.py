@@ -2,8 +2,10 @@
 
 A :class:`Frame` is one configuration in ASE units (Å, eV, eV/Å). Frames come from any file
 ASE reads (extxyz, ASE db, trajectory, ...). Labels are looked up under configurable keys
-(default ``REF_forces`` / ``REF_energy``), falling back to plain ``forces`` / ``energy``
-(including values held by a SinglePointCalculator). Every problem with the input becomes
+(default ``REF_forces`` / ``REF_energy`` / ``REF_stress``), falling back to plain ``forces`` /
+``energy`` / ``stress`` (including values held by a SinglePointCalculator). The stress is
+optional: eV/Å³, ASE's convention ((1/V) dE/dε for a homogeneous strain ε of the cell and all
+atoms), read as a 3x3 matrix, 9 values or 6 Voigt values (xx, yy, zz, yz, xz, xy). Every problem with the input becomes
 one :class:`~adascale.errors.AdaScaleError` line naming the file, frame and field.
 """
 
@@ -23,8 +25,10 @@ from adascale.files import atomic_output
 
 DEFAULT_FORCES_KEY = "REF_forces"
 DEFAULT_ENERGY_KEY = "REF_energy"
+DEFAULT_STRESS_KEY = "REF_stress"
 FALLBACK_FORCES_KEY = "forces"
 FALLBACK_ENERGY_KEY = "energy"
+FALLBACK_STRESS_KEY = "stress"
 
 
 @dataclass
@@ -42,18 +46,21 @@ class Frame:
     forces: np.ndarray | None  # (n, 3) float64 reference forces, eV/Å; None when unlabelled
     energy: float | None  # reference energy, eV
     info: dict = field(default_factory=dict)
+    stress: np.ndarray | None = None  # (3, 3) reference stress, eV/Å³ (ASE's sign); None when unlabelled
 
     def __len__(self) -> int:
         return len(self.numbers)
 
     def to_atoms(self) -> ase.Atoms:
-        """ASE atoms with labels stored as ``REF_forces`` (array) and ``REF_energy`` (info)."""
+        """ASE atoms with labels stored as ``REF_forces`` (array), ``REF_energy`` and ``REF_stress`` (3x3, info)."""
         atoms = ase.Atoms(numbers=self.numbers, positions=self.positions, cell=self.cell, pbc=self.pbc)
         atoms.info.update(self.info)
         if self.forces is not None:
             atoms.arrays[DEFAULT_FORCES_KEY] = np.array(self.forces, dtype=float)
         if self.energy is not None:
             atoms.info[DEFAULT_ENERGY_KEY] = float(self.energy)
+        if self.stress is not None:
+            atoms.info[DEFAULT_STRESS_KEY] = np.array(self.stress, dtype=float)
         return atoms
 
     @classmethod
@@ -64,6 +71,7 @@ class Frame:
         energy_key: str = DEFAULT_ENERGY_KEY,
         require_forces: bool = True,
         *,
+        stress_key: str = DEFAULT_STRESS_KEY,
         path: object = None,
         index: int | None = None,
     ) -> Frame:
@@ -91,7 +99,10 @@ class Frame:
         if energy_found is not None:
             key, value = energy_found
             energy = _checked_scalar(value, key, path, index)
-        info = {k: v for k, v in atoms.info.items() if k not in (energy_key, FALLBACK_ENERGY_KEY)}
+        stress_found = _lookup(atoms, atoms.info, stress_key, FALLBACK_STRESS_KEY)
+        stress = None if stress_found is None else _checked_stress(*stress_found, path, index)
+        labels = (energy_key, FALLBACK_ENERGY_KEY, stress_key, FALLBACK_STRESS_KEY)
+        info = {k: v for k, v in atoms.info.items() if k not in labels}
         return cls(
             numbers=np.array(atoms.numbers, dtype=np.int64),
             positions=positions,
@@ -100,6 +111,7 @@ class Frame:
             forces=forces,
             energy=energy,
             info=info,
+            stress=stress,
         )
 
 
@@ -108,6 +120,7 @@ def read_frames(
     *,
     forces_key: str = DEFAULT_FORCES_KEY,
     energy_key: str = DEFAULT_ENERGY_KEY,
+    stress_key: str = DEFAULT_STRESS_KEY,
     require_forces: bool = True,
 ) -> list[Frame]:
     """Read and validate every frame of a file in any format ASE reads."""
@@ -125,7 +138,10 @@ def read_frames(
         images = [images]
     if len(images) == 0:
         raise located("file contains no frames", path=path)
-    return [Frame.from_atoms(atoms, forces_key, energy_key, require_forces, path=path, index=i) for i, atoms in enumerate(images)]
+    return [
+        Frame.from_atoms(atoms, forces_key, energy_key, require_forces, stress_key=stress_key, path=path, index=i)
+        for i, atoms in enumerate(images)
+    ]
 
 
 def write_frames(path: str | os.PathLike, frames: Sequence[Frame], *, info: dict | None = None) -> None:
@@ -208,6 +224,17 @@ def _checked_array(values: object, shape: tuple[int, int], name: str, path: obje
         bad = np.argwhere(~np.isfinite(array))[0]
         raise located(f"contains NaN or inf (first at {tuple(int(b) for b in bad)})", path=path, frame=index, field=name)
     return array
+
+
+def _checked_stress(key: str, values: object, path: object, index: int | None) -> np.ndarray:
+    """(3, 3) stress from a 3x3 matrix, 9 values or 6 Voigt values (xx, yy, zz, yz, xz, xy)."""
+    flat = np.ravel(np.asarray(values, dtype=object))
+    if flat.size == 6:
+        xx, yy, zz, yz, xz, xy = flat
+        values = [[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]
+    elif flat.size == 9:
+        values = np.reshape(flat, (3, 3))
+    return _checked_array(values, (3, 3), key, path, index)
 
 
 def _checked_scalar(value: object, name: str, path: object, index: int | None) -> float:

@@ -3,13 +3,33 @@
 Recipe per replica: ``addSolvent`` fills a cubic box with SPC/E water (``amber14/spce.xml``),
 randomly chosen waters are replaced by Na+ and Cl- (seeded), the energy is minimised, then
 Langevin dynamics (2 fs, rigid water, PME with a 0.9 nm cutoff) equilibrates at 1 bar with a
-Monte Carlo barostat. The box is then set to the mean volume of the second half of the
-equilibration (molecules move rigidly with their centres) and the barostat removed: frames are
-sampled NVT every ``stride_ps``. Labels are OpenMM's full forces and potential energy in eV/Å
-and eV; positions are wrapped into the cell atom by atom, so molecules may be split across its
+Monte Carlo barostat. The equilibrated volume V0 is the mean volume of the second half of the
+equilibration; the barostat is then removed and frames are sampled NVT every ``stride_ps``.
+
+Densities. A barostat samples how the energy changes with the volume, which frames at one
+volume never show, so by default each replica samples at ``volume_levels`` volumes evenly
+spanning V0 (1 ± ``volume_span``) (default 7 levels over 0.94-1.06 V0, steps of 2 %): from the
+equilibrated state it scales the box to each volume (molecules moved rigidly with their centres,
+as the barostat does), re-equilibrates NVT for ``level_equil_ps`` and samples that level's frames.
+Scaled boxes rather than NPT at several pressures: the volumes are known and spread evenly
+(water's compressibility would need ±1,300 bar for ±6 %, and NPT volumes fluctuate), and the
+cost is the same NVT sampling plus 2 ps per level (+14 ps per replica). ``volume_span`` 0
+keeps the single-volume sampling (no level re-equilibration). Each frame records its level's
+factor in ``volume_factor``.
+
+Order. Splits are contiguous blocks (:mod:`adascale.data.split`), so within a replica the
+frames cycle through the levels (frame k is from level k mod L, the (k // L)-th frame of that
+level's trajectory): every block of at least L frames holds every density, and a later block
+holds later frames of every level's trajectory (no time leak between train and test).
+
+Labels are OpenMM's full forces and potential energy in eV/Å and eV, and the stress
+``REF_stress`` (eV/Å³, ASE's convention, the dispersion correction included; its part alone in
+``REF_stress_dispersion``) by finite differences of the energy (:mod:`adascale.data.openmm_stress`);
+positions are wrapped into the cell atom by atom, so molecules may be split across its
 faces (re-evaluate them with ``NonbondedForce.setExceptionsUsePeriodicBoundaryConditions(True)``).
 With ``labels="amoeba"`` the same sampled frames (cached once) are relabelled with AMOEBA's
-multipole + vdW forces (:mod:`adascale.data.amoeba`), cached under their own name.
+multipole + vdW forces (:mod:`adascale.data.amoeba`), cached under their own name; those frames
+carry no stress.
 
 Atom order in every frame: water as O, H, H triples, then all Na, then all Cl.
 """
@@ -31,6 +51,7 @@ import numpy as np
 from adascale import __version__
 from adascale.data.amoeba import AMOEBA_LABEL_VERSION, label_amoeba
 from adascale.data.frames import Frame, read_frames, write_frames
+from adascale.data.openmm_stress import StressLabeller
 from adascale.errors import AdaScaleError
 from adascale.files import atomic_output
 from adascale.units import KJ_MOL_NM_PER_EV_A, KJ_MOL_PER_EV
@@ -47,7 +68,7 @@ VOLUME_SAMPLE_STEPS = 50  # steps between box-volume samples during equilibratio
 BOX_MARGIN = 1.05
 AVOGADRO = 6.02214076e23
 #: Bump whenever a change to this module would change the generated frames (invalidates caches).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: densities across volume levels, stress labels
 LABELS = ("spce", "amoeba")
 
 ProgressCallback = Callable[[float], None]  # called with simulated picoseconds just completed
@@ -61,6 +82,9 @@ class NaClSettings:
     equil_ps: NPT equilibration per replica. The default 20 ps lets the barostat remove the
     6-8 % under-density of the fresh solvent box (it settles within ~10 ps) and then averages the
     volume over the last 10 ps; 0 skips equilibration and samples at the requested box.
+    volume_span, volume_levels: sample at ``volume_levels`` volumes evenly spanning the
+    equilibrated volume times 1 ± volume_span (0: one volume, the old sampling).
+    level_equil_ps: NVT re-equilibration after scaling the box to each level's volume.
     """
 
     frames: int = 100
@@ -72,15 +96,26 @@ class NaClSettings:
     seed: int = 0
     replicas: int = 1
     labels: str = "spce"  # spce: the dynamics' own forces; amoeba: relabelled (adascale.data.amoeba)
+    volume_span: float = 0.06
+    volume_levels: int = 7
+    level_equil_ps: float = 2.0
 
     def __post_init__(self) -> None:
-        smallest_box = 2 * PME_CUTOFF_NM * BOX_MARGIN
+        if not 0 <= self.volume_span < 0.5:
+            raise AdaScaleError(f"--volume-span must be in [0, 0.5), got {self.volume_span:g}")
+        if self.volume_span > 0 and self.volume_levels < 2:
+            raise AdaScaleError(f"--volume-levels must be at least 2 when --volume-span > 0, got {self.volume_levels}")
+        if self.level_equil_ps < 0:
+            raise AdaScaleError(f"--level-equil-ps must not be negative, got {self.level_equil_ps:g}")
+        # the smallest level scales the equilibrated box by (1 - span)^(1/3) on top of the barostat's compression
+        smallest_box = round(2 * PME_CUTOFF_NM * BOX_MARGIN / (1 - self.volume_span) ** (1 / 3), 2)
         if self.frames < 1:
             raise AdaScaleError(f"--frames must be at least 1, got {self.frames}")
         if self.box_nm < smallest_box:
             raise AdaScaleError(
                 f"--box-nm {self.box_nm:g} is too small: the box must be at least {smallest_box:.2f} nm, twice the "
                 f"{PME_CUTOFF_NM} nm PME cutoff plus {BOX_MARGIN - 1:.0%} room for the barostat to compress it"
+                + (f" and room for the smallest volume level ({1 - self.volume_span:g} V)" if self.volume_span else "")
             )
         if not self.molar > 0 or self.ion_pairs < 1:
             raise AdaScaleError(
@@ -112,6 +147,17 @@ class NaClSettings:
     @property
     def equil_steps(self) -> int:
         return round(self.equil_ps / TIMESTEP_PS)
+
+    @property
+    def level_equil_steps(self) -> int:
+        """Re-equilibration steps per volume level (none for single-volume sampling)."""
+        return round(self.level_equil_ps / TIMESTEP_PS) if self.volume_span else 0
+
+    def volume_factors(self) -> np.ndarray:
+        """(L,) volumes of the levels as multiples of the equilibrated volume."""
+        if not self.volume_span:
+            return np.ones(1)
+        return np.linspace(1 - self.volume_span, 1 + self.volume_span, self.volume_levels)
 
     def replica_frames(self) -> list[int]:
         """Frames produced by each replica, in output order."""
@@ -188,7 +234,9 @@ def _simulate(settings: NaClSettings, threads_per_replica: int, progress: bool) 
     """All replicas' frames in replica order, with a progress bar in simulated picoseconds."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    total_ps = settings.replicas * settings.equil_ps + settings.frames * settings.stride_ps
+    levels = [min(len(settings.volume_factors()), n) for n in settings.replica_frames()]
+    total_ps = settings.replicas * settings.equil_ps + sum(levels) * settings.level_equil_steps * TIMESTEP_PS
+    total_ps += settings.frames * settings.stride_ps
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} ps"))
     with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress) as bar:
         task = bar.add_task(f"NaCl(aq) testbed, {settings.replicas} replica(s)", total=total_ps)
@@ -290,14 +338,30 @@ def _simulate_replica(settings: NaClSettings, replica: int, threads: int, report
         _equilibrate(context, integrator, topology, settings.equil_steps, report)
     system.removeForce(barostat_index)
     context.reinitialize(preserveState=True)
+    labeller = StressLabeller(system, threads)
 
     numbers = np.array([atom.element.atomic_number for atom in topology.atoms()], dtype=np.int64)
-    frames = []
-    for _ in range(settings.replica_frames()[replica]):
-        integrator.step(settings.stride_steps)
-        frames.append(_labelled_frame(context, numbers))
-        report(settings.stride_ps)
-    return frames
+    factors = settings.volume_factors()
+    counts = [len(range(k, settings.replica_frames()[replica], len(factors))) for k in range(len(factors))]
+    equilibrated = context.getState(getPositions=True, getVelocities=True)
+    volume = equilibrated.getPeriodicBoxVolume().value_in_unit(unit.nanometer**3)
+    levels = []
+    for factor, count in zip(factors, counts):
+        if count == 0:
+            continue
+        if len(factors) > 1:  # from the equilibrated state, scaled to this level's volume
+            context.setState(equilibrated)
+            _scale_volume(context, topology, factor * volume)
+            integrator.step(settings.level_equil_steps)
+            report(settings.level_equil_steps * TIMESTEP_PS)
+        frames = []
+        for _ in range(count):
+            integrator.step(settings.stride_steps)
+            frames.append(_labelled_frame(context, numbers, labeller))
+            frames[-1].info["volume_factor"] = float(factor)
+            report(settings.stride_ps)
+        levels.append(frames)
+    return [level[k] for k in range(max(counts)) for level in levels if k < len(level)]  # cycle through the levels
 
 
 def _equilibrate(context, integrator, topology, steps: int, report: ProgressCallback) -> None:
@@ -313,10 +377,17 @@ def _equilibrate(context, integrator, topology, steps: int, report: ProgressCall
         if done > steps // 2:
             volumes.append(context.getState().getPeriodicBoxVolume().value_in_unit(unit.nanometer**3))
         report(chunk * TIMESTEP_PS)
+    _scale_volume(context, topology, float(np.mean(volumes)))
+
+
+def _scale_volume(context, topology, volume_nm3: float) -> None:
+    """Scale the box isotropically to ``volume_nm3``, each molecule moved rigidly with its centre."""
+    import openmm.unit as unit
+
     state = context.getState(getPositions=True)
     box = np.array(state.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
     positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    scale = (np.mean(volumes) / abs(np.linalg.det(box))) ** (1 / 3)
+    scale = (volume_nm3 / abs(np.linalg.det(box))) ** (1 / 3)
     for residue in topology.residues():  # move each molecule rigidly with its centre
         atoms = [a.index for a in residue.atoms()]
         positions[atoms] += (scale - 1) * positions[atoms].mean(axis=0)
@@ -324,15 +395,19 @@ def _equilibrate(context, integrator, topology, steps: int, report: ProgressCall
     context.setPositions(positions)
 
 
-def _labelled_frame(context, numbers: np.ndarray) -> Frame:
-    """The current state as a frame: positions wrapped into the cell (Å), forces eV/Å, energy eV."""
+def _labelled_frame(context, numbers: np.ndarray, labeller: StressLabeller) -> Frame:
+    """The current state as a frame: positions wrapped into the cell (Å), forces eV/Å, energy eV, stress eV/Å³."""
     import openmm.unit as unit
 
     state = context.getState(getPositions=True, getForces=True, getEnergy=True)
-    cell = np.array(state.getPeriodicBoxVectors().value_in_unit(unit.nanometer)) * 10.0
-    positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer) * 10.0
+    box_nm = np.array(state.getPeriodicBoxVectors().value_in_unit(unit.nanometer))
+    whole_nm = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    stress = labeller.stress(whole_nm, box_nm)  # molecules whole, as the dynamics keeps them
+    dispersion = labeller.dispersion_stress(whole_nm, box_nm)
+    cell, positions = box_nm * 10.0, whole_nm * 10.0
     fractional = positions @ np.linalg.inv(cell)
     positions = (fractional - np.floor(fractional)) @ cell
     forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) / KJ_MOL_NM_PER_EV_A
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / KJ_MOL_PER_EV
-    return Frame(numbers, positions, cell, np.array([True] * 3), np.asarray(forces, dtype=float), float(energy))
+    info = {"REF_stress_dispersion": dispersion}
+    return Frame(numbers, positions, cell, np.array([True] * 3), np.asarray(forces, dtype=float), float(energy), info, stress)

@@ -157,6 +157,16 @@ class TrainingSettings(LoopSettings):
     energy_weight: float = Field(
         0.0, ge=0, description="Weight of the per-atom energy MSE (eV^2) added to the force loss; 0 trains on forces only."
     )
+    stress_key: str = Field(
+        "REF_stress", description="Per-frame 3x3 (or 6 Voigt) stress, eV/Å³, ASE's sign; 'stress' is the fallback."
+    )
+    stress_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the stress loss: MSE over the 9 components of the virial per atom (stress x volume / "
+        "atoms, eV^2, the units of the energy MSE), on frames with a stress label in a 3D-periodic cell (the others "
+        "train on forces and energy; metrics.json counts them); 0: no stress term, no strain graph.",
+    )
 
 
 class TrainConfig(_Strict):

@@ -39,12 +39,13 @@ class CompactPairs:
 @dataclass
 class LabelledBatch:
     """One optimizer step's data: the atoms, reference forces (n, 3) eV/Å, energies (B,) eV (NaN if
-    absent) and per-atom force-loss weights (n,)."""
+    absent), per-atom force-loss weights (n,) and stresses (B, 3, 3) eV/Å³ (NaN where a frame has none)."""
 
     atoms: AtomsBatch
     forces: Tensor
     energy: Tensor
     weights: Tensor
+    stress: Tensor
 
 
 class FrameDataset:
@@ -65,6 +66,8 @@ class FrameDataset:
         weights = species_weights or {}
         self.atom_weights = [np.array([weights.get(int(z), 1.0) for z in f.numbers]) for f in self.frames]
         self._pairs: list[CompactPairs | None] = [None] * len(self.frames)
+        # a stress label counts only in a cell periodic in 3D (the strain derivative needs a volume)
+        self.has_stress = np.array([f.stress is not None and bool(np.all(f.pbc)) for f in self.frames])
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -80,7 +83,8 @@ class FrameDataset:
         forces = torch.as_tensor(np.concatenate([f.forces for f in frames]), dtype=self.dtype)
         energy = torch.tensor([np.nan if f.energy is None else f.energy for f in frames], dtype=self.dtype)
         weights = torch.as_tensor(np.concatenate([self.atom_weights[k] for k in indices]), dtype=self.dtype)
-        return LabelledBatch(AtomsBatch.concatenate(parts), forces, energy, weights)
+        stress = np.stack([f.stress if self.has_stress[k] else np.full((3, 3), np.nan) for k, f in zip(indices, frames)])
+        return LabelledBatch(AtomsBatch.concatenate(parts), forces, energy, weights, torch.as_tensor(stress, dtype=self.dtype))
 
     def atom_counts(self) -> np.ndarray:
         """(frames,) atoms per frame."""

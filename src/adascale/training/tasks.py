@@ -10,6 +10,12 @@
   energy, forces, atom_energy, features; batch: the AtomsBatch it read), that term is added;
   the model owns its weight. Validation: force MAE (kJ/mol/nm) per subset all / ions /
   close_contact and the energy MAE per atom (eV), reduced over processes.
+  With ``stress_weight`` > 0, frames with a stress label (3D-periodic) also add the stress loss:
+  the batch is deformed by a zero strain tensor ε per frame, the model's stress is
+  (1/V) dE/dε by autograd (create_graph, so its error trains the parameters), and the loss is
+  the MSE over the 9 components of (σ_model - σ_ref) V/N, the virial per atom in eV, averaged
+  over the labelled frames of the global batch: the same units as the per-atom energy MSE. Frames
+  without a stress label train on forces (and energy) only; stress_weight 0 builds no strain graph.
 * :class:`ArrayTask`: a module on rows of a fixed feature matrix (routers on PredictionSet
   arrays); the caller gives the objective and the validation.
 """
@@ -25,7 +31,7 @@ from torch import Tensor, nn
 
 from adascale.data.frames import Frame
 from adascale.data.regimes import SUBSETS, subset_masks
-from adascale.training.data import FrameDataset
+from adascale.training.data import FrameDataset, LabelledBatch
 from adascale.training.distributed import DistributedContext
 from adascale.units import KJ_MOL_NM_PER_EV_A
 
@@ -38,6 +44,7 @@ class FrameLoss:
     huber_delta: float = 0.1  # eV/Å
     energy_weight: float = 0.0  # weight of the per-atom energy MSE (eV^2)
     species_force_weights: dict[int, float] = field(default_factory=dict)
+    stress_weight: float = 0.0  # weight of the MSE of the virial per atom, stress x volume / atoms (eV^2)
 
 
 class FrameTask:
@@ -91,6 +98,10 @@ class FrameTask:
         total_weight = float(self.train_set.weight_sums()[items].sum())
         data = self.train_set.batch(local)
         atoms = data.atoms.to(self.context.device)
+        stressed = s.stress_weight > 0 and bool(self.train_set.has_stress[local].any())
+        if stressed:
+            strain = torch.zeros(atoms.n_frames, 3, 3, dtype=self.dtype, device=self.context.device, requires_grad=True)
+            atoms = atoms.strained(strain)
         out = self.parallel_model(atoms)
         reference = data.forces.to(self.context.device)
         error = out["forces"] - reference
@@ -104,6 +115,8 @@ class FrameTask:
         if s.energy_weight > 0:
             per_atom = (out["energy"] - data.energy.to(self.context.device)) / data.atoms.atoms_per_frame().to(out["energy"])
             loss = loss + s.energy_weight * (per_atom**2).sum() / len(items)
+        if stressed:
+            loss = loss + s.stress_weight * self._stress_loss(out["energy"], strain, data, items)
         objective = loss * world  # DDP averages over processes: the gradient of the global batch
         auxiliary = getattr(self.model, "auxiliary_loss", None)
         if auxiliary is not None:
@@ -112,6 +125,15 @@ class FrameTask:
             loss = loss + extra / world
         stats = torch.tensor([float(loss.detach()), float(error.detach().abs().sum()), float(error.numel())], dtype=torch.float64)
         return objective, stats
+
+    def _stress_loss(self, energy: Tensor, strain: Tensor, data: LabelledBatch, items: np.ndarray) -> Tensor:
+        """Sum over this process's labelled frames of the mean squared virial-per-atom error (eV^2), over the global count."""
+        (virial,) = torch.autograd.grad(energy.sum(), strain, create_graph=True)  # (B, 3, 3) eV: dE/dε
+        volume = torch.linalg.det(data.atoms.cell.to(virial)).abs()
+        reference = data.stress.to(virial) * volume[:, None, None]
+        labelled = ~torch.isnan(reference).any(dim=2).any(dim=1)
+        per_atom = (virial - reference)[labelled] / data.atoms.atoms_per_frame().to(virial)[labelled, None, None]
+        return (per_atom**2).mean(dim=(1, 2)).sum() / max(int(self.train_set.has_stress[items].sum()), 1)
 
     @torch.no_grad()
     def validate(self) -> dict:

@@ -63,7 +63,7 @@ class Trainer:
         self.species = training_species(train_frames)
         train_set = FrameDataset(train_frames, config.model.cutoff, self.dtype, s.species_force_weights)
         self.model = self._build_model(train_frames, train_set.average_neighbours())
-        loss = FrameLoss(s.force_loss, s.huber_delta, s.energy_weight, s.species_force_weights)
+        loss = FrameLoss(s.force_loss, s.huber_delta, s.energy_weight, s.species_force_weights, s.stress_weight)
         self.task = FrameTask(self.model, train_set, valid_frames, loss, context=self.context, save_best=self._save_best)
         self.loop = TrainingLoop(
             self.task,
@@ -112,10 +112,29 @@ class Trainer:
         if self.context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out_dir / CONFIG_YAML, lambda f: f.write(config_to_yaml(self.config).encode()))
+            self._update_metrics({"stress_training": self.stress_summary()})
         result = self.loop.run()
         if self.context.is_main:
             self._update_metrics({"training": result.summary()})
         return result
+
+    def stress_summary(self) -> dict:
+        """How many training frames the stress loss sees (frames with a label in a 3D-periodic cell), and what the rest get."""
+        train_set = self.task.train_set
+        with_stress = int(train_set.has_stress.sum())
+        note = "no stress term (stress_weight 0)"
+        if self.settings.stress_weight > 0:
+            note = (
+                "all frames train on stress"
+                if with_stress == len(train_set)
+                else "frames without stress train on forces and energy only"
+            )
+        return {
+            "stress_weight": self.settings.stress_weight,
+            "frames": len(train_set),
+            "frames_with_stress": with_stress,
+            "note": note,
+        }
 
     def _save_best(self, metrics: dict) -> None:
         metadata = {"training_config": self.config.model_dump(mode="json"), "statistics": self.statistics}
