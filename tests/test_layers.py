@@ -1,7 +1,7 @@
 """Imports flow one way (DESIGN §4): every module of adascale imports only from its own layer,
 the layers before it, or the shared leaf modules, counting imports inside functions too.
 
-Order: nn -> data -> models -> training -> scales -> deploy -> report -> pipeline -> cli.
+Order: nn -> data -> models -> training -> scales -> deploy -> validate -> report -> pipeline -> cli.
 Placed by this test: ``predictions`` (the PredictionSet file format; it reads data.regimes and
 models and scales read it) sits in the data layer; ``stages`` (the run cache) in the pipeline
 layer. Shared leaves (errors, files, units, runtime) import no other adascale module but each
@@ -18,7 +18,7 @@ import pytest
 
 import adascale
 
-ORDER = ("nn", "data", "models", "training", "scales", "deploy", "report", "pipeline", "cli")
+ORDER = ("nn", "data", "models", "training", "scales", "deploy", "validate", "report", "pipeline", "cli")
 PLACED = {"predictions": "data", "stages": "pipeline"}
 LEAVES = ("errors", "files", "units", "runtime", "configs")
 SRC = Path(adascale.__file__).parent
