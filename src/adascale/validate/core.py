@@ -120,7 +120,9 @@ def reference_runs(start: Start, settings: ValidateSettings, cache_dir: Path | N
         npt=True, steps=npt_steps, keep_positions=False, check=record, advance=advance,
     )  # fmt: skip
     density = _production(npt, protocol.npt_equil_ps)[1].mean()
-    nvt = _nvt(start, settings, reference_system(start.atoms, start.waters), density, npt.density[0], record, progress, "reference")
+    nvt = _nvt(
+        start, settings, reference_system(start.atoms, start.waters), density, npt.density[0], record, progress, "reference"
+    )
     arrays = {f"npt_{key}": value for key, value in npt.arrays().items() if key != "positions"}
     arrays |= {f"nvt_{key}": value for key, value in nvt.arrays().items()}
     arrays["closest"] = np.array([closest[kind] for kind in analysis.APPROACH_KINDS])
@@ -147,10 +149,20 @@ def _production(trace: Trace | dict, equil_ps: float, prefix: str = "") -> tuple
     return keep, density[keep]
 
 
-def validate_potential(potential, start: Start, settings: ValidateSettings, cache_dir: Path | None = None, progress: Progress = _no_progress) -> dict:
-    """The validation report (validate.json's content) of ``potential`` (a :class:`~adascale.deploy.potential.Potential`)."""
+def model_system(start: Start, potential):
+    """(system, topology) of the model for ``start``: the ``PythonForce`` system of ``adascale md --engine openmm`` (SETTLE)."""
     from adascale.deploy.openmm_engine import build_system
 
+    atoms = start.atoms.copy()
+    atoms.positions = start.positions
+    system, topology, _ = build_system(atoms, potential)
+    return system, topology
+
+
+def validate_potential(
+    potential, start: Start, settings: ValidateSettings, cache_dir: Path | None = None, progress: Progress = _no_progress
+) -> dict:
+    """The validation report (validate.json's content) of ``potential`` (a :class:`~adascale.deploy.potential.Potential`)."""
     protocol = settings.protocol
     reference = reference_runs(start, settings, cache_dir, progress)
     limits = dict(zip(analysis.APPROACH_KINDS, reference["closest"] * protocol.approach_factor))
@@ -161,21 +173,27 @@ def validate_potential(potential, start: Start, settings: ValidateSettings, cach
                 return f"{kind} approach {distance:.2f} Å, below {protocol.approach_factor:g} x the reference's closest ({limits[kind] / protocol.approach_factor:.2f} Å)"
         return None
 
-    def model_system():
-        model_atoms = start.atoms.copy()
-        model_atoms.positions = start.positions
-        system, topology, _ = build_system(model_atoms, potential)
-        return system, topology
-
     npt_steps = protocol.steps(protocol.npt_equil_ps) + protocol.steps(protocol.npt_prod_ps)
     advance = progress("model NPT", npt_steps * protocol.timestep_fs * 1e-3)
     npt = run_phase(
-        *model_system(), start.positions, start.velocities, start.box, settings,
+        *model_system(start, potential), start.positions, start.velocities, start.box, settings,
         npt=True, steps=npt_steps, keep_positions=False, check=check, advance=advance, catch=True,
     )  # fmt: skip
     reference_density = float(_production(reference, protocol.npt_equil_ps, "npt_")[1].mean())
-    nvt = _nvt(start, settings, model_system(), reference_density, reference["npt_density"][0], check, progress, "model", catch=True)
-    return assemble(start, settings, reference, npt.arrays(), nvt.arrays(), (npt.collapse, npt.collapse_ps), (nvt.collapse, nvt.collapse_ps))
+    nvt = _nvt(
+        start,
+        settings,
+        model_system(start, potential),
+        reference_density,
+        reference["npt_density"][0],
+        check,
+        progress,
+        "model",
+        catch=True,
+    )
+    return assemble(
+        start, settings, reference, npt.arrays(), nvt.arrays(), (npt.collapse, npt.collapse_ps), (nvt.collapse, nvt.collapse_ps)
+    )
 
 
 def validate_model(
@@ -187,15 +205,17 @@ def validate_model(
     progress: bool = True,
     *,
     dtype: str = "float32",
+    where: str = "starting frame",
 ) -> dict:
     """Validate the model in ``model_dir`` from ``frame`` (a :class:`~adascale.data.frames.Frame`);
-    write validate.json, validate.md and plots to ``out_dir`` (if given) and return the report."""
+    write validate.json, validate.md and plots to ``out_dir`` (if given) and return the report.
+    Every input check (model, frame, species, settings) comes before any MD; files only at the end."""
     from adascale.deploy.calculator import load_model
     from adascale.deploy.potential import Potential
     from adascale.validate.report import write_outputs
 
     potential = Potential(load_model(model_dir), dtype=dtype)
-    start = check_start(frame, settings)
+    start = check_start(frame, settings, where)
     missing = set(np.unique(start.numbers).tolist()) - potential.species
     if missing:
         raise AdaScaleError(
