@@ -1,7 +1,7 @@
 """Imports flow one way: every module of adascale imports only from its own layer,
 the layers before it, or the shared leaf modules, counting imports inside functions too.
 
-Order: nn -> data -> models -> training -> scales -> deploy -> report -> pipeline -> cli.
+Order: nn -> data -> models -> training -> scales -> deploy -> validate -> report -> pipeline -> cli.
 Placed by this test: ``predictions`` (the PredictionSet file format; it reads data.regimes and
 models and scales read it) sits in the data layer. Shared leaves (errors, files, units, runtime,
 layout: the run directory's paths, which models, deploy and pipeline all read) import no other adascale module but each
@@ -18,7 +18,7 @@ import pytest
 
 import adascale
 
-ORDER = ("nn", "data", "models", "training", "scales", "deploy", "report", "pipeline", "cli")
+ORDER = ("nn", "data", "models", "training", "scales", "deploy", "validate", "report", "pipeline", "cli")
 PLACED = {"predictions": "data"}
 LEAVES = ("errors", "files", "units", "runtime", "layout", "configs")
 SRC = Path(adascale.__file__).parent

@@ -39,9 +39,9 @@ def _root(
 
 
 def _register_verbs() -> None:
-    from adascale.cli import data, deploy, export, run, scales, train
+    from adascale.cli import data, deploy, export, run, scales, train, validate
 
-    for module in (data, train, scales, deploy, export, run):
+    for module in (data, train, scales, deploy, export, validate, run):
         module.register(app)
 
 

@@ -111,6 +111,44 @@ def water_ion_topology(atoms, waters: np.ndarray):
     return topology
 
 
+def langevin_integrator(timestep_fs: float, temperature_K: float, friction_per_fs: float, seed: int):
+    """OpenMM's LangevinMiddleIntegrator, its noise seeded from ``seed`` (constraints to 1e-8)."""
+    import openmm
+    from openmm import unit
+
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature_K * unit.kelvin, friction_per_fs * 1e3 / unit.picosecond, timestep_fs * 1e-3 * unit.picoseconds
+    )
+    integrator.setRandomNumberSeed(seed + 1)
+    integrator.setConstraintTolerance(1e-8)
+    return integrator
+
+
+def add_barostat(system, pressure_bar: float, temperature_K: float, interval: int, seed: int) -> None:
+    """Add a MonteCarloBarostat to ``system``, seeded from ``seed``."""
+    import openmm
+    from openmm import unit
+
+    barostat = openmm.MonteCarloBarostat(pressure_bar * unit.bar, temperature_K * unit.kelvin, interval)
+    barostat.setRandomNumberSeed(seed + 2)
+    system.addForce(barostat)
+
+
+def cpu_simulation(topology, system, integrator, positions: np.ndarray, velocities: np.ndarray, threads: int | None):
+    """An ``app.Simulation`` on the CPU platform at ``positions`` (n, 3) Å (whole molecules: constraints
+    are not periodic) and ``velocities`` (n, 3) Å/fs, both made to satisfy the constraints."""
+    import openmm
+    from openmm import app
+
+    properties = {"Threads": str(threads)} if threads else {}
+    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("CPU"), properties)
+    simulation.context.setPositions(positions * NM_PER_A)
+    simulation.context.setVelocities(velocities * 100.0)  # Å/fs -> nm/ps
+    simulation.context.applyConstraints(1e-8)
+    simulation.context.applyVelocityConstraints(1e-8)
+    return simulation
+
+
 def run_openmm(
     atoms,
     potential: Potential,
@@ -149,24 +187,14 @@ def run_openmm(
         raise AdaScaleError("NPT needs a cell periodic in 3D")
     system, topology, waters = build_system(atoms, potential, rigid_water=rigid_water)
     velocities = start_velocities(atoms, temperature_K, np.random.default_rng(seed), rigid_water=rigid_water)  # Å/fs
-    dt = timestep_fs * 1e-3 * unit.picoseconds
     if ensemble == "nve":
-        integrator = openmm.VerletIntegrator(dt)
+        integrator = openmm.VerletIntegrator(timestep_fs * 1e-3 * unit.picoseconds)
+        integrator.setConstraintTolerance(1e-8)
     else:
-        integrator = openmm.LangevinMiddleIntegrator(temperature_K * unit.kelvin, friction_per_fs * 1e3 / unit.picosecond, dt)
-        integrator.setRandomNumberSeed(seed + 1)
+        integrator = langevin_integrator(timestep_fs, temperature_K, friction_per_fs, seed)
     if ensemble == "npt":
-        barostat = openmm.MonteCarloBarostat(pressure_bar * unit.bar, temperature_K * unit.kelvin, barostat_interval)
-        barostat.setRandomNumberSeed(seed + 2)
-        system.addForce(barostat)
-    integrator.setConstraintTolerance(1e-8)
-    platform = openmm.Platform.getPlatformByName("CPU")
-    properties = {"Threads": str(threads)} if threads else {}
-    simulation = app.Simulation(topology, system, integrator, platform, properties)
-    simulation.context.setPositions(whole_waters(atoms, waters) * NM_PER_A)  # SETTLE is not periodic
-    simulation.context.setVelocities(velocities * 100.0)  # Å/fs -> nm/ps
-    simulation.context.applyConstraints(1e-8)
-    simulation.context.applyVelocityConstraints(1e-8)
+        add_barostat(system, pressure_bar, temperature_K, barostat_interval, seed)
+    simulation = cpu_simulation(topology, system, integrator, whole_waters(atoms, waters), velocities, threads)
 
     if trajectory is not None:
         simulation.reporters.append(app.DCDReporter(str(trajectory), interval))
