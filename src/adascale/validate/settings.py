@@ -102,11 +102,11 @@ def settings_from(overrides: list[str] | tuple[str, ...] = (), base: dict | None
     """Settings from ``key=value`` overrides (dotted keys, YAML values, e.g. protocol.nvt_prod_ps=3) on ``base``."""
     from pydantic import ValidationError
 
-    from adascale.training.config import _apply_override
+    from adascale.training.config import apply_override
 
     raw = dict(base or {})
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     try:
         return ValidateSettings.model_validate(raw)
     except ValidationError as exc:
