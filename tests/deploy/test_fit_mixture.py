@@ -22,6 +22,8 @@ from adascale.scales.routers import RouterInputs
 from adascale.units import KJ_MOL_NM_PER_EV_A
 from models.branch_checks import SPECIES, water_ion_frame
 
+pytestmark = pytest.mark.integration  # trains mixtures (router and joint fine-tuning)
+
 SETTINGS = replace(TINY, train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2)
 
 
