@@ -12,7 +12,7 @@ from adascale.data.frames import read_frames
 from adascale.data.testbed import NaClSettings, cache_path, generate_nacl
 from adascale.errors import AdaScaleError
 
-TINY = dict(frames=2, box_nm=1.9, stride_ps=0.02, equil_ps=0.2, seed=1)
+TINY = dict(frames=2, box_nm=1.9, stride_ps=0.02, equil_ps=0.2, seed=1, volume_span=0.0)  # one volume: fast
 
 
 @pytest.fixture(scope="module")

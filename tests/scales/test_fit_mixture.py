@@ -23,6 +23,8 @@ from adascale.units import KJ_MOL_NM_PER_EV_A
 from deploy.tiny_models import TINY, make_branches
 from models.branch_checks import SPECIES, water_ion_frame
 
+pytestmark = pytest.mark.integration  # trains mixtures (router and joint fine-tuning)
+
 CONTEXT = ReportContext(n_resamples=20)
 IONS = (11, 17)
 SETTINGS = TINY.model_copy(update=dict(train_frames=4, valid_frames=2, finetune_frames=2, finetune_epochs=2))

@@ -198,6 +198,7 @@ def test_route_reports_routers_fitted_without_the_test_set(tmp_path):
     np.testing.assert_array_equal(loaded.forces(RouterInputs.of(test)), fits[selected].router.forces(RouterInputs.of(test)))
 
 
+@pytest.mark.integration  # the route verb end to end: trains hard and soft routers
 def test_route_command_writes_the_report_and_routers(tmp_path):
     for name, (n, seed) in {"train": (20, 1), "valid": (8, 2), "test": (8, 3)}.items():
         synthetic_predictions(n, 20, seed=seed).save(tmp_path / f"{name}.npz")

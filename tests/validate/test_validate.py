@@ -43,7 +43,7 @@ TINY = [
 def testbed(tmp_path_factory):
     """One testbed frame in a 1.9 nm box (the smallest the reference's PME allows) and a shared reference cache."""
     root = tmp_path_factory.mktemp("validate")
-    settings = NaClSettings(frames=1, box_nm=1.9, stride_ps=0.02, equil_ps=0.2, seed=1)
+    settings = NaClSettings(frames=1, box_nm=1.9, stride_ps=0.02, equil_ps=0.2, seed=1, volume_span=0.0)
     path = generate_nacl(settings, root / "start.extxyz", cache_dir=root / "testbed", threads=1, progress=False)
     return SimpleNamespace(root=root, path=path, frame=read_frames(path)[0], cache=root / "cache")
 
