@@ -7,8 +7,11 @@ import shutil
 import ase.io
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
+from typer.testing import CliRunner
 
+from adascale.cli import app
 from adascale.data.frames import read_frames, write_frames
 from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
@@ -126,6 +129,19 @@ def test_evaluate_reports_new_frames_without_refitting(tiny_run):
     for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router", "deployed", "scale_conditioned"):
         assert again["methods"][name]["all"] == pytest.approx(report["methods"][name]["all"], rel=1e-5), name
     assert again["methods"]["best_global_s"]["s"] == report["methods"]["best_global_s"]["s"]
+
+
+def test_evaluate_command_runs_the_models_on_the_device_it_is_given(tiny_run, tmp_path):
+    out, _, report = tiny_run
+    args = ["evaluate", "--run", str(out), "--data", str(out / "data" / "test.extxyz"), "--json", str(tmp_path / "e.json")]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((tmp_path / "e.json").read_text())
+    for name in ("fixed_s1", "mixture", "deployed"):
+        assert again["methods"][name]["all"] == pytest.approx(report["methods"][name]["all"], rel=1e-5), name
+    if not torch.cuda.is_available():
+        refused = CliRunner().invoke(app, [*args, "--device", "cuda"])
+        assert refused.exit_code != 0 and "CUDA is not available" in str(refused.exception or refused.output)
 
 
 def test_evaluate_refuses_species_the_run_never_saw(tiny_run, tmp_path):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adascale.data.frames import read_frames
 from adascale.errors import AdaScaleError
@@ -21,14 +22,21 @@ from adascale.pipeline.stages import branch_dirs, load_predictions, predictions_
 from adascale.scales.methods import MIXTURE
 
 
-def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", energy_key: str = "REF_energy") -> dict:
+def evaluate_run(
+    run_dir: Path,
+    data: Path,
+    *,
+    forces_key: str = "REF_forces",
+    energy_key: str = "REF_energy",
+    device: str | torch.device = "cpu",
+) -> dict:
     """Apply a finished run (branches, refined pool, routers, mixture, the scale-conditioned model and
-    the deployed model) to labelled frames in ``data``; the report dictionary.
+    the deployed model) to labelled frames in ``data``; the report dictionary. Models run on
+    ``device``; routers work on CPU arrays.
 
     Frames with species the run never saw, or cells too small for a branch, raise AdaScaleError
     naming the file and frame.
     """
-    from adascale.models.io import load_model
     from adascale.scales.analysis import analyze
     from adascale.scales.evaluate import sample_losses
     from adascale.scales.mixture import evaluate_frames
@@ -40,7 +48,7 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
     config = load_run_config(run.config)
     frames = read_frames(data, forces_key=forces_key, energy_key=energy_key)
     names = [anchor.name for anchor in config.anchors]
-    test = predictions_for(branch_dirs(run, config), frames, data, names, run_species(run), config.ion_species())
+    test = predictions_for(branch_dirs(run, config), frames, data, names, run_species(run), config.ion_species(), device)
     refinement = json.loads(run.refine.read_text())["refinement"]
     report = analyze(
         test,
@@ -51,13 +59,23 @@ def evaluate_run(run_dir: Path, data: Path, *, forces_key: str = "REF_forces", e
         n_resamples=config.bootstrap,
     )
     losses = router_losses(run, test)
-    _, mixed = evaluate_frames(load_model(run.mixture), frames)
+    _, mixed = evaluate_frames(_on_device(run.mixture, device), frames)
     losses[MIXTURE] = np.abs(mixed - test.ref).mean(axis=1)
-    losses["deployed"] = sample_losses(load_model(run.deployed), frames, path=data)
+    losses["deployed"] = sample_losses(_on_device(run.deployed, device), frames, path=data)
     if config.adaptive is not None:
-        losses[config.adaptive.name] = sample_losses(load_model(run.branch(config.adaptive.name)), frames, path=data)
+        losses[config.adaptive.name] = sample_losses(_on_device(run.branch(config.adaptive.name), device), frames, path=data)
     add_methods(report, test, losses, n_resamples=config.bootstrap)
     report["methods"]["deployed"]["model"] = json.loads(run.deploy.read_text())["model"]
     report["refinement"] = refinement
     report["settings"]["evaluated"] = {"run": str(run_dir), "data": str(data)}
     return report
+
+
+def _on_device(directory: Path, device: str | torch.device) -> torch.nn.Module:
+    """A saved model moved to ``device`` (float64 refused on a GPU)."""
+    from adascale.models.io import load_model
+    from adascale.runtime import check_precision, resolve_device
+
+    model, device = load_model(directory), resolve_device(device)
+    check_precision(device, next(model.parameters()).dtype)
+    return model.to(device)

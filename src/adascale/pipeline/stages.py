@@ -19,6 +19,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -33,6 +34,9 @@ from adascale.pipeline.config import AdaptiveSettings, RunConfig
 from adascale.pipeline.plan import stage_plan
 from adascale.predictions import PredictionSet
 from adascale.runtime import set_threads
+
+if TYPE_CHECKING:
+    import torch
 
 
 def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -> dict:
@@ -117,14 +121,16 @@ def predictions_for(
     names: list[str],
     species: Sequence[int],
     ion_species: Sequence[int],
+    device: str | torch.device = "cpu",
 ) -> PredictionSet:
-    """The anchors' PredictionSet on labelled ``frames``, with router features of the run's ``species``
-    (not those of ``frames``: a small set may lack one) and ``ion_species`` (d_ion)."""
+    """The anchors' PredictionSet on labelled ``frames`` (forces computed on ``device``), with router
+    features of the run's ``species`` (not those of ``frames``: a small set may lack one) and
+    ``ion_species`` (d_ion)."""
     from adascale.models.features import FeatureSpec
     from adascale.models.inference import model_forces, predict
     from adascale.scales.features import attach_router_features
 
-    outputs = [model_forces(directory, frames, path=path) for directory in branch_dirs]
+    outputs = [model_forces(directory, frames, path=path, device=device) for directory in branch_dirs]
     predictions = predict(frames, outputs, path=path, metadata={"data": str(path), "ion_species": list(ion_species)})
     predictions.branch_names = names
     spec = FeatureSpec(species=tuple(int(z) for z in species), ion_species=tuple(int(z) for z in ion_species))

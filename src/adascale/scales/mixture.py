@@ -61,11 +61,11 @@ def evaluate_frames(
     """
     from adascale.models.inference import BranchOutput, predict
 
-    dtype = mixture.energy_offsets.dtype
+    dtype, device = mixture.energy_offsets.dtype, mixture.energy_offsets.device  # batches go where the mixture is
     k, n_geometry = mixture.n_branches, len(mixture.spec.names)
     forces, inputs, energies = [], [], []
     for index, frame in enumerate(frames):
-        batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype)
+        batch = AtomsBatch.from_frame(frame, mixture.cutoff, dtype=dtype, device=device)
         positions = batch.positions.requires_grad_(True)
         atom_energies, router_inputs = mixture.components(batch)
         totals = list(atom_energies.sum(dim=0))
@@ -75,10 +75,11 @@ def evaluate_frames(
             torch.stack([-torch.autograd.grad(total, positions, retain_graph=True)[0] for total in totals])
             .detach()
             .double()
+            .cpu()
             .numpy()
         )
-        inputs.append(router_inputs.detach().double().numpy())
-        energies.append(atom_energies.detach().double().numpy())
+        inputs.append(router_inputs.detach().double().cpu().numpy())
+        energies.append(atom_energies.detach().double().cpu().numpy())
         if progress is not None:
             progress(stage, index + 1, len(frames), "")
     bounds = np.cumsum([n_geometry] + mixture.latent_widths)  # branch b's latents: columns bounds[b]:bounds[b + 1]
