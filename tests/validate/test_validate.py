@@ -154,6 +154,25 @@ def test_a_wrong_signed_potential_is_reported_with_its_time_to_collapse(testbed)
     json.dumps(report, allow_nan=False)  # a complete, strict-JSON report, not a traceback
 
 
+def test_a_collapse_criterion_is_recorded_and_the_run_goes_on(testbed):
+    """An approach criterion marks the first collapse but the MD continues, so its observables are still measured."""
+    settings = settings_from(TINY)
+    start = check_start(testbed.frame, settings)
+    system, topology = simulate_module.reference_system(start.atoms, start.waters)
+    calls = []
+
+    def check(xyz, lengths):
+        calls.append(1)
+        return "planted" if len(calls) in (3, 5) else None
+
+    trace = simulate_module.run_phase(
+        system, topology, start.positions, start.velocities, start.box, settings,
+        npt=False, steps=100, keep_positions=False, check=check, catch=True,
+    )  # fmt: skip
+    assert trace.collapse == "planted" and trace.collapse_ps == pytest.approx(2 * settings.protocol.sample_ps)
+    assert not trace.failed and len(trace.time_ps) == 100 // settings.protocol.sample_steps + 1
+
+
 def _run_dir(tmp_path, testbed, branch) -> str:
     run = tmp_path / "run"
     save_model(run / "deployed", branch)

@@ -53,8 +53,9 @@ def validate(
     molecules closer than the reference ever brings them). Reference runs are cached by state,
     protocol and starting frame, so a second model costs only its own MD.
 
-    Default protocol: NPT 4 + 10 ps, NVT 2 + 6 ps at 2 fs, 11,000 model steps (about 30 min for
-    a deployed model at ~750 atoms on 2 cores); shorten it with --set for a quick look.
+    Default protocol: NPT 3 + 12 ps, NVT 1 + 14 ps at 2 fs (30 ps, 15,000 model steps: minutes to
+    tens of minutes for a ~750-atom model on a CPU, see --show-settings); shorten it with --set for
+    a quick look, e.g. --set protocol.npt_prod_ps=2 --set protocol.nvt_prod_ps=2.
 
     Example: adascale validate --run runs/default --out runs/default/validate --threads 2
     """

@@ -4,8 +4,10 @@ Four phases of MD, each from the starting frame with the same seeded velocities:
 (its mean density sets the NVT box), reference NVT, model NPT, model NVT (at the reference's
 density). The reference runs depend only on the state, the protocol and the starting frame and
 are cached, so a second model costs only its own MD. The model's runs catch every failure
-(exception, NaN, an approach closer than the reference ever shows, a stability window whose
-water-RDF error exceeds the threshold) and report it as the simulated time before collapse.
+(an exception or a NaN ends the run) and every collapse criterion (an approach closer than the
+reference ever shows, a stability window whose water-RDF error exceeds the threshold: the run
+goes on, so its observables are still measured) and report the first as the simulated time
+before collapse.
 """
 
 from __future__ import annotations
@@ -191,9 +193,11 @@ def validate_potential(
         "model",
         catch=True,
     )
-    return assemble(
+    report = assemble(
         start, settings, reference, npt.arrays(), nvt.arrays(), (npt.collapse, npt.collapse_ps), (nvt.collapse, nvt.collapse_ps)
     )
+    report["stability"]["md_failed"] = npt.failed or nvt.failed  # the MD itself stopped (observables from what ran)
+    return report
 
 
 def validate_model(

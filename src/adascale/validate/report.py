@@ -105,15 +105,22 @@ def assemble(start, settings: ValidateSettings, reference: dict, npt: dict, nvt:
 
 
 def _stability(start, settings: ValidateSettings, g_reference: dict, nvt: dict, npt_collapse, nvt_collapse) -> dict:
-    """First collapse of the model's MD: NPT (engine failure, NaN, approach), then NVT (the same, or an RDF window)."""
+    """First collapse of the model's MD: NPT (engine failure, NaN, approach), then NVT (the same, or an RDF
+    window), whichever comes first in simulated time. NPT time counts before NVT time."""
     protocol = settings.protocol
     npt_ps = (protocol.steps(protocol.npt_equil_ps) + protocol.steps(protocol.npt_prod_ps)) * protocol.timestep_fs * 1e-3
     nvt_ps = (protocol.steps(protocol.nvt_equil_ps) + protocol.steps(protocol.nvt_prod_ps)) * protocol.timestep_fs * 1e-3
     if npt_collapse[0] is not None:
         return {"collapsed": True, "time_ps": npt_collapse[1], "criterion": npt_collapse[0], "phase": "npt"}
+    if nvt_collapse[0] is not None:  # the first collapse of the NVT run: an approach or a failure, or an earlier RDF window
+        first = {"collapsed": True, "time_ps": npt_ps + nvt_collapse[1], "criterion": nvt_collapse[0], "phase": "nvt"}
+    else:
+        first = {"collapsed": False, "time_ps": npt_ps + nvt_ps, "criterion": None, "phase": None}
     times = np.asarray(nvt["time_ps"])
     positions, boxes = np.asarray(nvt["positions"]), np.asarray(nvt["boxes"])
     for window in analysis.windows(times, protocol.window_ps) if len(times) else []:
+        if npt_ps + float(times[window[0]]) >= first["time_ps"]:
+            break
         errors = {
             pair: analysis.rdf_error(
                 analysis.rdf(positions[window], boxes[window], start.numbers, start.molecule, analysis.PAIRS[pair])[1],
@@ -125,9 +132,7 @@ def _stability(start, settings: ValidateSettings, g_reference: dict, nvt: dict, 
         if errors[worst] > protocol.collapse_error:
             criterion = f"{worst} RDF error {errors[worst]:.2f} Å over a {protocol.window_ps:g} ps window, above {protocol.collapse_error:g}"
             return {"collapsed": True, "time_ps": npt_ps + float(times[window[0]]), "criterion": criterion, "phase": "nvt"}
-    if nvt_collapse[0] is not None:
-        return {"collapsed": True, "time_ps": npt_ps + nvt_collapse[1], "criterion": nvt_collapse[0], "phase": "nvt"}
-    return {"collapsed": False, "time_ps": npt_ps + nvt_ps, "criterion": None, "phase": None}
+    return first
 
 
 def _pm(block: dict | None, digits: int = 3) -> str:

@@ -30,8 +30,9 @@ class Trace:
     energy: list[float] = field(default_factory=list)  # eV, potential
     positions: list[np.ndarray] = field(default_factory=list)  # (n, 3) Å, unwrapped; kept only if asked
     boxes: list[np.ndarray] = field(default_factory=list)  # (3,) Å
-    collapse: str | None = None  # why the run stopped early
-    collapse_ps: float | None = None  # the time of the first sample that failed
+    collapse: str | None = None  # the first collapse criterion met (the run goes on unless the MD failed)
+    collapse_ps: float | None = None  # the time of the first sample that met it
+    failed: bool = False  # the MD itself failed (exception or NaN): the trace ends there
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -70,8 +71,10 @@ def run_phase(
     """Run ``steps`` from ``positions`` (n, 3) Å (whole molecules) and ``velocities`` (n, 3) Å/fs in an
     orthorhombic ``box`` (3,) Å, with a barostat if ``npt``; sample every ``protocol.sample_steps``.
 
-    ``catch``: an exception from the engine or the potential, a NaN, or ``check``'s criterion
-    ends the run as a collapse (recorded with its time) instead of raising: for the model.
+    ``catch`` (for the model): an exception from the engine or the potential, or a NaN, ends the
+    run as a collapse recorded with its time instead of raising; ``check``'s criterion (an
+    approach closer than the reference shows) records the first collapse, and the run goes on,
+    so every observable of a run that survives it is still measured.
     """
     import openmm
     from openmm import unit
@@ -94,8 +97,10 @@ def run_phase(
         if not (np.isfinite(xyz).all() and np.isfinite(energy)):
             return "NaN in positions or energy"
         reason = check(xyz, lengths) if check is not None else None
-        if reason is not None:
-            return reason
+        if reason is not None and trace.collapse is None:
+            if not catch:
+                raise RuntimeError(f"reference MD failed: {reason}")
+            trace.collapse, trace.collapse_ps = reason, len(trace.time_ps) * sample_ps
         trace.time_ps.append(len(trace.time_ps) * sample_ps)
         trace.density.append(mass_g / (np.prod(lengths) * 1e-24))
         trace.energy.append(energy)
@@ -122,9 +127,10 @@ def run_phase(
             break
         reason = guarded(step_and_sample)
         advance(sample_ps)
-    if reason is not None:
+    if reason is not None:  # the MD failed
         if not catch:
             raise RuntimeError(f"reference MD failed: {reason}")
-        trace.collapse = reason
-        trace.collapse_ps = len(trace.time_ps) * sample_ps
+        trace.failed = True
+        if trace.collapse is None or trace.collapse_ps > len(trace.time_ps) * sample_ps:
+            trace.collapse, trace.collapse_ps = reason, len(trace.time_ps) * sample_ps
     return trace
