@@ -20,7 +20,7 @@ import adascale
 
 ORDER = ("nn", "data", "models", "training", "scales", "deploy", "validate", "report", "pipeline", "cli")
 PLACED = {"predictions": "data"}
-LEAVES = ("errors", "files", "units", "runtime", "layout", "configs")
+LEAVES = ("errors", "files", "units", "runtime", "layout", "provenance", "configs")
 SRC = Path(adascale.__file__).parent
 ROOT_LAZY = {"adascale.deploy.calculator", "adascale.deploy.rigid_water"}  # the root's lazy public re-export
 

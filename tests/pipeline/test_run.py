@@ -64,6 +64,7 @@ def test_report_keeps_the_public_contract(tiny_run):
     assert methods["oracle_continuous"]["all"] <= methods["oracle_pool"]["all"] <= methods["oracle_hard"]["all"] + 1e-9
     text = (out / "report.md").read_text()
     assert "## Beside the paper" in text and "| router |" in text
+    assert set(report["provenance"]) == {"command", "adascale", "commit", "finished", "machine"}
     for path in report["plots"].values():
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 

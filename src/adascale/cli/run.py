@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -92,7 +94,7 @@ def run(
         }
         settings = with_data(settings, **{key: value for key, value in given.items() if value is not None})
     start = time.perf_counter()
-    report = run_pipeline(out, settings, console)
+    report = run_pipeline(out, settings, console, command=shlex.join(["adascale", *sys.argv[1:]]))
     console.print(methods_table(report, title="Test-set force MAE"))
     console.print(f"report: {RunLayout(out).report_md} ({time.perf_counter() - start:.0f} s)")
 

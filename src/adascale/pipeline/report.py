@@ -14,8 +14,11 @@ from adascale.predictions import PredictionSet
 from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, router_name
 
 
-def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float]) -> None:
-    """Merge the stage reports into report.json / report.md and draw the plots."""
+def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None) -> None:
+    """Merge the stage reports into report.json / report.md and draw the plots; ``command``: what
+    produced the run, stamped with the code's commit under ``provenance``."""
+    from adascale.provenance import provenance
+
     report = json.loads(run.route.read_text())
     refined = json.loads(run.refine.read_text())
     mixture = json.loads(run.mixture_report.read_text())
@@ -33,6 +36,7 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
         report["data"] = json.loads(run.source.read_text())
     test = load_predictions(run, "test")
     losses = router_losses(run, test) | {"deployed": np.load(run.deployed_test_losses)}
+    report["provenance"] = provenance(command)
     finish_report(report, test, losses, run, timings)
 
 

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     import torch
 
 
-def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -> dict:
-    """Run (or resume) every stage into ``out``; returns the report dictionary."""
+def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, command: str | None = None) -> dict:
+    """Run (or resume) every stage into ``out``; returns the report dictionary. ``command``: the
+    command line that asked for it, recorded in the report's ``provenance``."""
     from adascale.pipeline.report import write_run_report
 
     console = console or Console()
@@ -60,7 +61,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None) -
         "mixture": lambda: _mixture(run, config),
         **({} if config.adaptive is None else _adaptive_work(run, config, config.adaptive)),
         "deploy": lambda: _deploy(run, config),
-        "report": lambda: write_run_report(run, config, stages.timings),
+        "report": lambda: write_run_report(run, config, stages.timings, command),
     }
     stages.run_plan(stage_plan(config), work)
     return json.loads(run.report_json.read_text())
