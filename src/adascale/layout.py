@@ -11,8 +11,13 @@ Layout of a run directory::
     data/source.json             the user's files and their SHA-256 (``data:`` runs)
     data/{train,valid,test}.extxyz
     branches/<name>/             one model directory per anchor and per scale-conditioned phase
+    branches/<name>_seed<k>/     seed k >= 1 of an anchor that trains several seeds (seed 0 is branches/<name>)
     predictions/{train,valid,test}.npz
                                  the anchors' PredictionSets with router features
+    predictions/seeds/<name>_{valid,test}.npz
+                                 every seed of an anchor with several (K = seeds, seed 0 first)
+    seeds.json                   those anchors' MAEs over seeds and frames (two-level bootstrap)
+    seed_null.json               the seed-null attribution (two seeds of one anchor against the scale pair)
     refine.json                  the pool refinement (fitted on validation, reported on test)
     routers/                     hard/, soft/, selected.json (the learned routers)
     route.json                   their report on test
@@ -35,6 +40,12 @@ SPLITS = ("train", "valid", "test")
 DEPLOYED = "deployed"
 REPORT_JSON, REPORT_MD, PLOTS = "report.json", "report.md", "plots"
 STAGES = ".stages"
+
+
+def seed_model_name(name: str, seed: int) -> str:
+    """The name of seed ``seed`` of anchor ``name`` (its model directory under branches/, its
+    training stage ``train_<that name>``, its name in reports): seed 0 is the anchor itself."""
+    return name if seed == 0 else f"{name}_seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,24 @@ class RunLayout:
     def branch(self, name: str) -> Path:
         return self.root / "branches" / name
 
+    def seed_branch(self, name: str, seed: int) -> Path:
+        """The model directory of seed ``seed`` of anchor ``name`` (seed 0: ``branch(name)``)."""
+        return self.branch(seed_model_name(name, seed))
+
     def predictions(self, split: str) -> Path:
         return self.root / "predictions" / f"{split}.npz"
+
+    def seed_predictions(self, name: str, split: str) -> Path:
+        """Every seed of anchor ``name`` on one split, a PredictionSet (seed 0 first)."""
+        return self.root / "predictions" / "seeds" / f"{name}_{split}.npz"
+
+    @property
+    def seeds(self) -> Path:
+        return self.root / "seeds.json"
+
+    @property
+    def seed_null(self) -> Path:
+        return self.root / "seed_null.json"
 
     @property
     def refine(self) -> Path:

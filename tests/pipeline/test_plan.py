@@ -14,21 +14,25 @@ from adascale.pipeline import RunConfig, load_run_config, stage_plan
 from adascale.pipeline.cache import StageRunner
 
 BASE = load_run_config(None, quick=True)
-ANCHORS = [a.name for a in BASE.anchors]  # local, long_range
+ANCHORS = [a.name for a in BASE.anchors]  # local, long_range (2 seeds)
 ADAPTIVE = ["train_adaptive_trunk", "train_adaptive", "adaptive_analysis"]
+SEEDS = ["predict_seeds", "seeds", "seed_null"]
 ALL = [
     "testbed",
     "split",
-    *(f"train_{n}" for n in ANCHORS),
+    f"train_{ANCHORS[0]}",
+    f"train_{ANCHORS[1]}",
+    f"train_{ANCHORS[1]}_seed1",
     "predict",
     "refine",
     "route",
     "mixture",
     *ADAPTIVE,
+    *SEEDS,
     "deploy",
     "report",
 ]
-AFTER_TRAINING = ["predict", "refine", "route", "mixture", "deploy", "report"]
+AFTER_TRAINING = ["predict", "refine", "route", "mixture", *SEEDS, "deploy", "report"]
 
 #: Every leaf setting of RunConfig -> the stages a change of it must rerun (anchors.<i>.<field>
 #: per anchor; testbed.* for every testbed field). A new setting fails the completeness test
@@ -36,9 +40,11 @@ AFTER_TRAINING = ["predict", "refine", "route", "mixture", "deploy", "report"]
 RERUNS: dict[str, list[str]] = {
     "testbed.*": ALL,
     "split": ALL[1:],
+    "anchors.0.seeds": [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "report"],  # a second seed: only it trains
+    "anchors.1.seeds": [f"train_{ANCHORS[1]}_seed2", *SEEDS, "deploy", "report"],  # a third seed
     "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
-    "anchors.1.*": [f"train_{ANCHORS[1]}", *AFTER_TRAINING],
-    "route_train_frames": ["predict", "refine", "route", "report"],  # the routers' frames, not the mixture's
+    "anchors.1.*": [f"train_{ANCHORS[1]}", f"train_{ANCHORS[1]}_seed1", *AFTER_TRAINING],
+    "route_train_frames": ["predict", "refine", "route", *SEEDS, "deploy", "report"],  # the routers' frames, not the mixture's
     "refine_max_size": ["refine", "route", "adaptive_analysis", "report"],
     "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
     "mixture.*": ["mixture", "deploy", "report"],
@@ -47,8 +53,9 @@ RERUNS: dict[str, list[str]] = {
     "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "report"],
     "adaptive.router_overrides": ADAPTIVE[1:] + ["deploy", "report"],
     "adaptive.grid_points": ["adaptive_analysis", "report"],
-    "units": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
-    "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "deploy", "report"],
+    "units": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "deploy", "report"],  # gains are fractions
+    "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "seed_null", "deploy", "report"],
+    "null_anchor": [],  # named as the default picks it (long_range): the same seed null, nothing reruns
     "threads": [],
     "data": ALL[1:],  # the user's frames replace the testbed: from the split on
 }
@@ -76,6 +83,8 @@ def changed(path: str, value: object) -> object:
         return [*value, "model.features=16"]
     if path == "units":
         return "meV/A"
+    if path == "null_anchor":
+        return ANCHORS[1]
     if path == "mixture.dtype":
         return "float64"
     if path == "mixture.feature_radii":
@@ -130,8 +139,8 @@ def test_a_changed_setting_reruns_exactly_its_stages(tmp_path, path):
     value = changed(path, leaf_settings(BASE)[path])
     other = with_setting(BASE, path, value)
     stages = expected(path)
-    if path.endswith(".name"):  # a renamed anchor is a new training stage
-        stages = [f"train_{value}" if stage == f"train_{value[:-2]}" else stage for stage in stages]
+    if path.endswith(".name"):  # a renamed anchor is a new training stage (each seed's too)
+        stages = [stage.replace(f"train_{value[:-2]}", f"train_{value}") for stage in stages]
     assert reran(tmp_path, other) == stages
     assert reran(tmp_path, other) == []
 
@@ -164,3 +173,42 @@ def test_the_mixture_router_radii_rule_enters_the_mixture_key(tmp_path, monkeypa
     assert reran(tmp_path, BASE) == ALL
     monkeypatch.setattr(mixture, "FEATURE_RADII_FRACTIONS", (0.5, 1.0))
     assert reran(tmp_path, BASE) == ["mixture", "deploy", "report"]
+
+
+def test_seed_zero_keeps_its_key_and_the_null_anchor_reruns_only_the_seed_null(tmp_path):
+    """Seed 0 of an anchor is the anchor: a run cached before its anchor trained seeds reuses it;
+    choosing another anchor's seeds for the null recomputes the null and the report only."""
+    single = with_setting(BASE, "anchors.1.seeds", 1)
+    assert reran(tmp_path, single) == [s for s in ALL if s not in (f"train_{ANCHORS[1]}_seed1", *SEEDS)]
+    assert reran(tmp_path, BASE) == [f"train_{ANCHORS[1]}_seed1", *SEEDS, "deploy", "report"]
+    both = with_setting(BASE, "anchors.0.seeds", 2)
+    assert both.seed_null_anchor().name == ANCHORS[1]  # the longest range with two seeds
+    assert reran(tmp_path, both) == [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "report"]
+    assert reran(tmp_path, with_setting(both, "null_anchor", ANCHORS[0])) == ["seed_null", "report"]
+
+
+def test_seed_k_trains_with_the_configs_seed_plus_k():
+    from adascale.training.config import load_config
+
+    anchor = with_setting(BASE, "anchors.1.seeds", 3).anchors[1]
+    base = load_config(anchor.config, anchor.overrides).training.seed
+    assert anchor.model_names() == [ANCHORS[1], f"{ANCHORS[1]}_seed1", f"{ANCHORS[1]}_seed2"]
+    assert [load_config(anchor.config, anchor.seed_overrides(k)).training.seed for k in range(3)] == [base, base + 1, base + 2]
+
+
+@pytest.mark.parametrize(
+    ("update", "match"),
+    [
+        ({"null_anchor": "local"}, r"null_anchor: 'local' is not an anchor with at least 2 seeds \(those: long_range\)"),
+        (
+            {"anchors": [{"name": "a", "config": "local", "seeds": 2}, {"name": "a_seed1", "config": "long_range"}]},
+            r"model names repeat: a_seed1",
+        ),
+    ],
+)
+def test_seed_settings_that_cannot_work_are_refused(update, match):
+    from adascale.errors import AdaScaleError
+    from adascale.pipeline import run_config
+
+    with pytest.raises(AdaScaleError, match=rf"run config: invalid run config: .*{match}"):
+        run_config(update)

@@ -16,11 +16,12 @@ from importlib import resources
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adascale.data.regimes import DEFAULT_ION_SPECIES
 from adascale.data.user_data import DataSettings, ion_numbers
 from adascale.errors import AdaScaleError
+from adascale.layout import seed_model_name
 from adascale.scales.metrics import ReportContext
 from adascale.training.config import apply_override, validation_problems
 from adascale.training.mixture import MixtureSettings
@@ -52,6 +53,25 @@ class AnchorSettings(_Strict):
     name: str = Field(description="Directory name under branches/ and the branch's name in reports.")
     config: str = Field(description="Built-in training config (local, long_range) or a YAML path.")
     overrides: list[str] = Field(default_factory=list, description="`key=value` overrides, as `adascale train --set`.")
+    seeds: int = Field(
+        1,
+        ge=1,
+        description="Models trained, seed k with training.seed = the config's seed + k; seed 0 is the anchor of the "
+        "scale analysis, routers and mixture, the others give its seed-to-seed spread and the seed null.",
+    )
+
+    def model_names(self) -> list[str]:
+        """Every seed's model name, seed 0 (the anchor's own name) first."""
+        return [seed_model_name(self.name, seed) for seed in range(self.seeds)]
+
+    def seed_overrides(self, seed: int) -> list[str]:
+        """The overrides that train seed ``seed``: the anchor's, then ``training.seed`` (seed 0: the anchor's own)."""
+        if seed == 0:
+            return list(self.overrides)
+        from adascale.training.config import load_config
+
+        base = load_config(self.config, self.overrides).training.seed
+        return [*self.overrides, f"training.seed={base + seed}"]
 
 
 class AdaptiveSettings(_Strict):
@@ -84,9 +104,37 @@ class RunConfig(_Strict):
     adaptive: AdaptiveSettings | None = Field(
         description="The scale-conditioned model (trained, analysed, a deployment candidate); null to leave it out."
     )
+    null_anchor: str | None = Field(
+        description="The anchor whose seeds 0 and 1 form the seed null of the scale analysis; null: the "
+        "longest-range anchor with at least 2 seeds (no seed null when none has)."
+    )
     units: str = Field(description="Unit of every MAE in the report.")
     bootstrap: int = Field(ge=10, description="Frame-bootstrap resamples for the 95% intervals.")
     threads: int | None = Field(description="torch CPU threads per process (null: torch's choice).")
+
+    @model_validator(mode="after")
+    def _names_and_null_anchor(self) -> RunConfig:
+        names = [name for anchor in self.anchors for name in anchor.model_names()]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"anchors: model names repeat: {', '.join(repeated)} (seed k of anchor A is named A_seed<k>)")
+        seeded = [anchor.name for anchor in self.anchors if anchor.seeds >= 2]
+        if self.null_anchor is not None and self.null_anchor not in seeded:
+            raise ValueError(
+                f"null_anchor: {self.null_anchor!r} is not an anchor with at least 2 seeds (those: {', '.join(seeded) or 'none'})"
+            )
+        return self
+
+    def seeded_anchors(self) -> list[AnchorSettings]:
+        """The anchors that train several seeds (their seed-aware intervals), shortest range first."""
+        return [anchor for anchor in self.anchors if anchor.seeds >= 2]
+
+    def seed_null_anchor(self) -> AnchorSettings | None:
+        """The anchor of the seed null: ``null_anchor``, else the longest-range anchor with >= 2 seeds."""
+        seeded = self.seeded_anchors()
+        if self.null_anchor is not None:
+            return next(anchor for anchor in seeded if anchor.name == self.null_anchor)
+        return seeded[-1] if seeded else None
 
     def ion_species(self) -> tuple[int, ...]:
         """Atomic numbers of the run's ion species (the data's, else Na and Cl): d_i and the report subsets."""

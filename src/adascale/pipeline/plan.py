@@ -11,29 +11,38 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
     """The stages of ``run`` in order: the one place a stage declares what its key holds.
 
     A training stage holds its resolved training config (so editing a config YAML it names
-    retrains it). ``threads`` enters no stage: it changes speed, not results.
+    retrains it); seed k >= 1 of an anchor is a stage of its own (``train_<name>_seed<k>``), so
+    adding a seed trains only that seed. ``threads`` enters no stage: it changes speed, not
+    results (deploy's choice among tied candidates times them, but its key holds only the rule).
     """
+    from adascale.scales.ties import DEFAULT_REPEATS, DEFAULT_SPEED_TOLERANCE, DEFAULT_WARMUP
     from adascale.training.config import load_config
     from adascale.training.mixture import FEATURE_RADII_FRACTIONS
 
     stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
     trained = tuple(f"train_{a.name}" for a in config.anchors)
     adaptive = () if config.adaptive is None else ("train_adaptive", "adaptive_analysis")
+    seeded = _seed_plan(config, stats)
     if config.data is None:
         first = {
             "testbed": Stage(config.testbed.model_dump()),
             "split": Stage({"split": list(config.split)}, after=("testbed",)),
         }
-    else:  # the user's files by content, and the anchors (their cutoffs and energies are checked)
+    else:  # the user's frames by content, and the anchors (their cutoffs and energies are checked)
         first = {"split": Stage(data_stage_settings(config))}
     return {
         **first,
         **{
-            f"train_{a.name}": Stage(
-                {"anchor": a.model_dump(), "resolved": load_config(a.config, a.overrides).model_dump(mode="json")},
+            f"train_{name}": Stage(
+                {
+                    "anchor": a.model_dump(exclude={"seeds"}),  # seed 0 keeps its key when seeds are added
+                    **({"seed": seed} if seed else {}),
+                    "resolved": load_config(a.config, a.seed_overrides(seed)).model_dump(mode="json"),
+                },
                 after=("split",),
             )
             for a in config.anchors
+            for seed, name in enumerate(a.model_names())
         },
         "predict": Stage({"route_train_frames": config.route_train_frames}, after=("split", *trained)),
         "refine": Stage({"max_size": config.refine_max_size, "tol": config.refine_tol, **stats}, after=("predict",)),
@@ -47,8 +56,28 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
             after=("split", *trained),
         ),
         **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
-        "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive[:1])),
-        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive)),
+        **seeded,
+        "deploy": Stage(
+            {**stats, "speed_tolerance": DEFAULT_SPEED_TOLERANCE, "timing": [DEFAULT_REPEATS, DEFAULT_WARMUP]},
+            after=("split", "mixture", *trained, *adaptive[:1], *(("seeds",) if seeded else ())),
+        ),
+        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive, *seeded)),
+    }
+
+
+def _seed_plan(config: RunConfig, stats: dict) -> dict[str, Stage]:
+    """The stages of the anchors with several seeds (none without): every seed on valid and test,
+    their intervals over seeds and frames, and the seed null of the scale analysis."""
+    seeded = config.seeded_anchors()
+    if not seeded:
+        return {}
+    null = config.seed_null_anchor()
+    extra = tuple(f"train_{name}" for anchor in seeded for name in anchor.model_names()[1:])
+    return {
+        "predict_seeds": Stage({"anchors": [a.name for a in seeded]}, after=("predict", *extra)),
+        "seeds": Stage(stats, after=("predict_seeds",)),
+        # gains are fractions: no unit enters; the scale pair is the anchors' (predict)
+        "seed_null": Stage({"anchor": null.name, "bootstrap": config.bootstrap}, after=("predict", "predict_seeds")),
     }
 
 

@@ -6,12 +6,13 @@ import json
 
 import numpy as np
 
+from adascale.data.regimes import SUBSETS
 from adascale.files import atomic_output, write_json
 from adascale.layout import PLOTS, RunLayout
 from adascale.pipeline.config import RunConfig
 from adascale.pipeline.stages import branch_dirs, load_predictions
 from adascale.predictions import PredictionSet
-from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, router_name
+from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, fixed_name, router_name
 
 
 def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None) -> None:
@@ -29,15 +30,46 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
     report["training"] = training_outcomes(run, config, mixture["mixture"]["finetune"])
     if config.adaptive is not None:
         add_adaptive(report, json.loads(run.adaptive.read_text()), config.adaptive.name)
+    if config.seeded_anchors():
+        add_seeds(report, json.loads(run.seeds.read_text()), [anchor.name for anchor in config.anchors])
+        null = json.loads(run.seed_null.read_text())
+        report["attribution"], report["attribution_by_distance"] = null["attribution"], null["attribution_by_distance"]
+        report["settings"]["attribution"] = null["settings"]
     deploy = json.loads(run.deploy.read_text())
     report["methods"]["deployed"] = deploy["test"]
-    report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
+    report["deployed"] = {key: value for key, value in deploy.items() if key != "test"}
     if run.source.exists():
         report["data"] = json.loads(run.source.read_text())
     test = load_predictions(run, "test")
     losses = router_losses(run, test) | {"deployed": np.load(run.deployed_test_losses)}
     report["provenance"] = provenance(command)
     finish_report(report, test, losses, run, timings)
+
+
+def add_seeds(report: dict, seeds: dict, anchor_names: list[str]) -> None:
+    """The anchors with several seeds in a run report: their ``fixed_s`` entries (seed 0's MAEs,
+    unchanged) gain ``seed_ci``, the 95 % interval over seeds and frames of the mean over seeds,
+    and ``seeds``; ``report["seeds"]`` holds each such anchor's per-seed MAEs, mean and interval
+    on test (and the same on validation, what deployment ties on) and how they were made."""
+    scales = report["settings"]["anchors"]["scales"]
+    report["seeds"] = {}
+    for name, block in seeds["anchors"].items():
+        test = block["test"]
+        entry = report["methods"][fixed_name(scales[anchor_names.index(name)])]
+        entry["seed_ci"], entry["seeds"] = test["ci"], block["seeds"]
+        report["seeds"][name] = {
+            "seeds": block["seeds"],
+            "models": block["models"],
+            "per_seed": test["per_seed"],
+            "mean": {subset: test[subset] for subset in SUBSETS},
+            "ci": test["ci"],
+            "valid": {
+                "per_seed": block["valid"]["per_seed"],
+                "mean": {s: block["valid"][s] for s in SUBSETS},
+                "ci": block["valid"]["ci"],
+            },
+            "how": seeds["how"],
+        }
 
 
 def add_adaptive(report: dict, adaptive: dict, name: str) -> None:

@@ -1,10 +1,13 @@
 """The stages of ``adascale run``, their work, and the run that chains them with caching.
 
 testbed (OpenMM, cached) → split (or, with ``data:``, the user's own frames, checked and split;
-keyed by their content hash) → train each anchor → predict train/valid/test → refine the pool
-(fitted on validation) → route (routers fitted on train, selected on validation) → conservative
-mixture → the scale-conditioned model (optional) → deploy (the best model on validation) →
-report, all reported on test. Each stage is keyed by its settings and upstream keys
+keyed by their content hash) → train each anchor (and each of its seeds) → predict train/valid/test
+→ refine the pool (fitted on validation) → route (routers fitted on train, selected on validation)
+→ conservative mixture → the scale-conditioned model (optional) → the seeds of anchors with
+several (their intervals over seeds and frames, and the seed null of the scale analysis) →
+deploy (the fastest of the models that tie on validation) → report, all reported on test.
+Seed 0 of every anchor is the anchor: the scale analysis, the routers, the mixture and
+deployment use it; the other seeds measure how far retraining moves its numbers. Each stage is keyed by its settings and upstream keys
 (:mod:`adascale.pipeline.plan`), so a re-run redoes only what changed, and a killed run resumes
 (training continues from its checkpoint). Every path is the run's :class:`~adascale.layout.RunLayout`.
 
@@ -15,6 +18,7 @@ changes nothing downstream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -54,12 +58,25 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
     work = {
         **({"testbed": lambda: _generate(config, run.frames)} if config.data is None else {}),
         "split": (lambda: _split(run, config.split)) if config.data is None else (lambda: _prepare_data(run, config)),
-        **{f"train_{a.name}": lambda a=a: _train(a.config, a.overrides, run, run.branch(a.name)) for a in config.anchors},
+        **{
+            f"train_{name}": lambda a=a, seed=seed: _train(a.config, a.seed_overrides(seed), run, run.seed_branch(a.name, seed))
+            for a in config.anchors
+            for seed, name in enumerate(a.model_names())
+        },
         "predict": lambda: _predict_splits(run, config),
         "refine": lambda: _refine(run, config),
         "route": lambda: _route(run, config),
         "mixture": lambda: _mixture(run, config),
         **({} if config.adaptive is None else _adaptive_work(run, config, config.adaptive)),
+        **(
+            {
+                "predict_seeds": lambda: _predict_seeds(run, config),
+                "seeds": lambda: _seeds(run, config),
+                "seed_null": lambda: _seed_null(run, config),
+            }
+            if config.seeded_anchors()
+            else {}
+        ),
         "deploy": lambda: _deploy(run, config),
         "report": lambda: write_run_report(run, config, stages.timings, command),
     }
@@ -237,8 +254,90 @@ def _adaptive_analysis(run: RunLayout, config: RunConfig, adaptive: AdaptiveSett
     write_json(run.adaptive, report)
 
 
+#: How the seed-aware intervals are made (seeds.json, report.json ``seeds``, report.md).
+SEEDS_HOW = (
+    "intervals over seeds and frames: two-level bootstrap (each resample draws the seeds with replacement and, "
+    "independently, whole frames; the statistic is the mean over the drawn seeds of their MAE on the drawn frames)"
+)
+
+
+def _predict_seeds(run: RunLayout, config: RunConfig) -> None:
+    """Every seed of each anchor with several, on valid and test: a PredictionSet per anchor and
+    split (seed 0 first). Seed 0's forces are the run's own predictions (the numbers of its
+    ``fixed_s`` rows); the other seeds' are computed on the same frames."""
+    from adascale.models.inference import model_forces
+
+    names = [anchor.name for anchor in config.anchors]
+    for split in ("valid", "test"):
+        anchors = load_predictions(run, split)
+        frames = read_frames(run.split(split))
+        for anchor in config.seeded_anchors():
+            others = [
+                np.concatenate(model_forces(run.seed_branch(anchor.name, seed), frames, path=run.split(split)).forces)
+                for seed in range(1, anchor.seeds)
+            ]
+            seeds = dataclasses.replace(
+                anchors,
+                pred=np.stack([anchors.pred[names.index(anchor.name)], *others]),
+                scales=PredictionSet.default_scales(anchor.seeds),
+                branch_names=anchor.model_names(),
+                metadata={key: anchors.metadata[key] for key in ("data", "ion_species", "close_contact_nm")}
+                | {"seeds_of": anchor.name},
+                extras={},
+            )
+            run.seed_predictions(anchor.name, split).parent.mkdir(parents=True, exist_ok=True)
+            seeds.save(run.seed_predictions(anchor.name, split))
+
+
+def _seeds(run: RunLayout, config: RunConfig) -> None:
+    """seeds.json: per anchor with several seeds and per split (valid, test), the MAEs of every
+    seed and of their mean with intervals over seeds and frames (``seed_frame_bootstrap``)."""
+    from adascale.scales.metrics import seed_frame_bootstrap
+    from adascale.units import force_unit_factor
+
+    blocks = {}
+    for anchor in config.seeded_anchors():
+        block = {"seeds": anchor.seeds, "models": anchor.model_names()}
+        for split in ("valid", "test"):
+            seeds = PredictionSet.load(run.seed_predictions(anchor.name, split))
+            losses = np.abs(seeds.pred - seeds.ref[None]).mean(axis=-1)  # (seeds, N) eV/Å
+            block[split] = seed_frame_bootstrap(
+                list(losses), seeds.frame, seeds.masks(), n_resamples=config.bootstrap, factor=force_unit_factor(config.units)
+            )
+        blocks[anchor.name] = block
+    write_json(run.seeds, {"units": config.units, "how": SEEDS_HOW, "anchors": blocks})
+
+
+def seed_pair(seeds: PredictionSet) -> PredictionSet:
+    """Seeds 0 and 1 of an anchor's seed set: two models of one scale, the seed null's pair."""
+    return dataclasses.replace(
+        seeds, pred=seeds.pred[:2], scales=PredictionSet.default_scales(2), branch_names=seeds.branch_names[:2]
+    )
+
+
+def _seed_null(run: RunLayout, config: RunConfig) -> None:
+    """seed_null.json: the oracle gains of the scale pair (the anchors) set against those of seeds
+    0 and 1 of the null anchor, each pair's best_global_s fitted on validation, reported on test."""
+    from adascale.scales.analysis import seed_null
+
+    anchor = config.seed_null_anchor()
+    pair = {split: seed_pair(PredictionSet.load(run.seed_predictions(anchor.name, split))) for split in ("valid", "test")}
+    label = f"seeds 0 and 1 of {anchor.name}"
+    report = seed_null(
+        load_predictions(run, "test"),
+        pair["test"],
+        load_predictions(run, "valid"),
+        pair["valid"],
+        fit_label="validation set",
+        null_label=f"{label}, test set",
+        null_fit_label=f"{label}, validation set",
+        n_resamples=config.bootstrap,
+    )
+    write_json(run.seed_null, report)
+
+
 def deployment_candidates(run: RunLayout, config: RunConfig) -> dict[str, Path]:
-    """Every model of a run that may be deployed: the fixed branches and the adaptive models."""
+    """Every model of a run that may be deployed: the anchors (seed 0 of each) and the adaptive models."""
     candidates = {anchor.name: run.branch(anchor.name) for anchor in config.anchors}
     candidates["mixture"] = run.mixture
     if config.adaptive is not None:
@@ -246,17 +345,39 @@ def deployment_candidates(run: RunLayout, config: RunConfig) -> dict[str, Path]:
     return candidates
 
 
+#: deploy.json / report.json ``deployed.chosen_on``.
+CHOSEN_ON = (
+    "validation force MAE, all atoms: of the candidates within the best's interval (over seeds and frames when "
+    "the best is an anchor with several seeds, else over frames), the fastest force call"
+)
+
+
 def _deploy(run: RunLayout, config: RunConfig) -> None:
-    """Score every candidate on validation, copy the best (all-atom force MAE) to ``deployed/``,
-    and report it on test."""
+    """Score every candidate on validation, copy the chosen one to ``deployed/`` and report it on test.
+
+    The candidates whose validation MAE (all atoms) lies within the best's 95 % interval tie
+    (:func:`adascale.scales.ties.choose_fastest`): the interval over seeds and frames when the
+    best is an anchor with several seeds, else its frame-bootstrap interval. Only the tie-break
+    uses time: of the tied candidates, the one whose energy + forces call on one validation frame
+    is fastest (through :class:`~adascale.deploy.potential.Potential`, float32, as MD runs it;
+    the median of a few calls after a warm-up) is deployed. Timings depend on the machine, so
+    speeds within the chooser's tolerance count as equal (then the lower MAE wins), and
+    deploy.json records every timing and why it chose.
+    """
     from adascale.models.io import MODEL_FILE, WEIGHTS_FILE, load_model
     from adascale.scales.evaluate import losses_entry, sample_losses
+    from adascale.scales.ties import choose_fastest
 
     valid, test = (read_frames(run.split(split)) for split in ("valid", "test"))
     context = config.report_context()
     candidates = deployment_candidates(run, config)
-    scores = {name: losses_entry(sample_losses(load_model(path), valid), valid, context) for name, path in candidates.items()}
-    chosen = min(scores, key=lambda name: scores[name]["all"])
+    models = {name: load_model(path) for name, path in candidates.items()}
+    scores = {name: losses_entry(sample_losses(model, valid), valid, context) for name, model in models.items()}
+    seeded = json.loads(run.seeds.read_text())["anchors"] if config.seeded_anchors() else {}
+    intervals = {name: (seeded[name]["valid"] if name in seeded else scores[name])["ci"]["all"] for name in scores}
+    seconds = {name: force_call_seconds(model, valid[0]) for name, model in models.items()}
+    choice = choose_fastest({name: {"mae": scores[name]["all"], "ci": intervals[name]} for name in scores}, seconds)
+    chosen = choice.pop("model")
     staging = run.deployed_staging
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -268,6 +389,14 @@ def _deploy(run: RunLayout, config: RunConfig) -> None:
     np.save(run.deployed_test_losses, losses)
     deployed = losses_entry(losses, test, context, model=chosen)
     selection = {name: {subset: entry[subset] for subset in SUBSETS} for name, entry in scores.items()}
-    write_json(
-        run.deploy, {"model": chosen, "chosen_on": "validation force MAE, all atoms", "valid": selection, "test": deployed}
-    )
+    write_json(run.deploy, {"model": chosen, "chosen_on": CHOSEN_ON, **choice, "valid": selection, "test": deployed})
+
+
+def force_call_seconds(model, frame: Frame) -> float:
+    """Wall seconds of one energy + forces call of ``model`` on ``frame`` as MD makes it
+    (:class:`~adascale.deploy.potential.Potential`, float32, Verlet list kept between calls)."""
+    from adascale.deploy.potential import Potential
+    from adascale.scales.ties import seconds_per_call
+
+    potential = Potential(model, dtype="float32")
+    return seconds_per_call(lambda: potential.compute(frame.numbers, frame.positions, frame.cell, frame.pbc))

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from adascale.errors import AdaScaleError
 
 DEFAULT_SPEED_TOLERANCE = 0.05
+#: Timed calls of :func:`seconds_per_call` and the untimed ones before them.
+DEFAULT_REPEATS, DEFAULT_WARMUP = 5, 1
 RULE = (
     "candidates whose validation MAE is at most the upper end of the best's (seed-aware) interval tie; "
     "of those, the fastest force call on one frame is deployed (within {tol:.0%} of the fastest counts as "
@@ -98,7 +100,11 @@ def choose_fastest(
 
 
 def seconds_per_call(
-    call: Callable[[], object], *, repeats: int = 5, warmup: int = 1, clock: Callable[[], float] = time.perf_counter
+    call: Callable[[], object],
+    *,
+    repeats: int = DEFAULT_REPEATS,
+    warmup: int = DEFAULT_WARMUP,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Median wall seconds of ``call()`` over ``repeats`` calls after ``warmup`` untimed ones
     (the first calls pay for compilation and caches; the median ignores a stray slow call)."""
