@@ -29,9 +29,12 @@ TINY_RUN = {
     "split": (4, 2, 2),
     "anchors": [
         {"name": "local", "config": "local", "overrides": TINY_MODEL},
-        {"name": "long_range", "config": "long_range", "overrides": TINY_MODEL},
+        {"name": "long_range", "config": "long_range", "overrides": TINY_MODEL, "seeds": 2},
     ],
-    "adaptive": {
+    "adaptive": {  # not in the default run: the whole block
+        "name": "scale_conditioned",
+        "config": "scale_conditioned",
+        "grid_points": 3,
         "trunk_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
         "router_overrides": TINY_MODEL + ["model.scale.router_hidden=[4]"],
     },
@@ -69,13 +72,24 @@ def test_report_keeps_the_public_contract(tiny_run):
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_deployed_model_is_the_best_candidate_on_validation(tiny_run):
+def test_the_deployed_model_is_the_fastest_of_those_tied_on_validation(tiny_run):
     from adascale.deploy.calculator import AdaScaleCalculator
 
     out, _, report = tiny_run
     deployed = report["deployed"]
     assert set(deployed["valid"]) == {"local", "long_range", "mixture", "scale_conditioned"}
-    assert deployed["model"] == min(deployed["valid"], key=lambda name: deployed["valid"][name]["all"])
+    best = min(deployed["valid"], key=lambda name: deployed["valid"][name]["all"])
+    assert deployed["best_on_validation"] == best and deployed["tied"][0] == best
+    assert deployed["model"] in deployed["tied"] and deployed["reason"] and "fastest force call" in deployed["chosen_on"]
+    candidates = {item["name"]: item for item in deployed["candidates"]}
+    assert set(candidates) == set(deployed["valid"]) and all(item["seconds_per_call"] > 0 for item in candidates.values())
+    if best == "long_range":  # an anchor with two seeds ties on its interval over seeds and frames
+        assert candidates[best]["ci"] == report["seeds"]["long_range"]["valid"]["ci"]["all"]
+    upper = max(candidates[best]["mae"], candidates[best]["ci"][1])
+    within = [name for name, item in candidates.items() if item["mae"] <= upper]
+    assert deployed["tied"] == sorted(within, key=lambda name: (candidates[name]["mae"], name))
+    fastest = min(candidates[name]["seconds_per_call"] for name in deployed["tied"])
+    assert candidates[deployed["model"]]["seconds_per_call"] <= 1.05 * fastest
     assert report["methods"]["deployed"]["model"] == deployed["model"]
     for name in ("scale_conditioned", "scale_conditioned_best_s"):
         assert report["methods"][name]["all"] > 0
@@ -84,7 +98,56 @@ def test_the_deployed_model_is_the_best_candidate_on_validation(tiny_run):
     atoms = frames[0].to_atoms()
     atoms.calc = AdaScaleCalculator.from_run(out)
     assert np.isfinite(atoms.get_forces()).all()
-    assert "| deployed |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| deployed |" in text and f"Deployed: **{deployed['model']}**" in text
+
+
+def test_seeds_carry_intervals_over_seeds_and_frames(tiny_run):
+    """long_range trains two seeds: both models are kept, seed 0 stays the anchor's fixed_s1 row,
+    and its interval over seeds and frames is seed_frame_bootstrap of both seeds' test losses."""
+    from adascale.scales.metrics import seed_frame_bootstrap
+    from adascale.training.config import load_config
+    from adascale.units import force_unit_factor
+
+    out, config, report = tiny_run
+    block, entry = report["seeds"]["long_range"], report["methods"]["fixed_s1"]
+    assert block["seeds"] == entry["seeds"] == 2 and block["models"] == ["long_range", "long_range_seed1"]
+    trained = [load_config(out / "branches" / name / "config.yaml").training.seed for name in block["models"]]
+    assert trained[1] == trained[0] + 1
+    test = PredictionSet.load(out / "predictions" / "test.npz")
+    seed1 = PredictionSet.load(out / "predictions" / "seeds" / "long_range_test.npz")
+    np.testing.assert_array_equal(seed1.pred[0], test.pred[1])  # seed 0 is the anchor's own prediction
+    assert seed1.branch_names == block["models"] and not np.array_equal(seed1.pred[1], seed1.pred[0])
+    losses = list(np.abs(seed1.pred - seed1.ref[None]).mean(axis=-1))
+    expected = seed_frame_bootstrap(
+        losses, test.frame, test.masks(), n_resamples=config.bootstrap, factor=force_unit_factor(config.units)
+    )
+    for subset in ("all", "ions", "close_contact"):
+        assert block["per_seed"][subset] == expected["per_seed"][subset]
+        assert block["per_seed"][subset][0] == pytest.approx(entry[subset], rel=1e-9)  # fixed_s1 stays seed 0's MAE
+        assert block["mean"][subset] == pytest.approx(np.mean(block["per_seed"][subset]), rel=1e-9)
+        assert block["ci"][subset] == entry["seed_ci"][subset] == expected["ci"][subset]
+    low, high = block["ci"]["all"]
+    assert low <= min(block["per_seed"]["all"]) and max(block["per_seed"]["all"]) <= high
+    assert "two-level bootstrap" in block["how"]
+    assert "intervals over seeds and frames: two-level bootstrap" in (out / "report.md").read_text()
+    assert "## Seeds" in (out / "report.md").read_text()
+
+
+def test_the_report_holds_the_seed_null_attribution(tiny_run):
+    out, _, report = tiny_run
+    assert set(report["attribution"]) == {"hard", "continuous"}
+    for block in report["attribution"].values():
+        assert set(block) == {"all", "ions", "close_contact"}
+        for item in block.values():
+            assert set(item) == {"scale_gain", "seed_gain", "attributable", "ci"}
+        item = block["all"]
+        assert item["attributable"] == pytest.approx(item["scale_gain"] - item["seed_gain"], abs=1e-12)
+    settings = report["settings"]["attribution"]
+    assert settings["null_branch_names"] == ["long_range", "long_range_seed1"]
+    assert settings["fitted_on"] == "validation set" and "validation set" in settings["null_fitted_on"]
+    text = (out / "report.md").read_text()
+    assert text.count(", seed null |") == 4 and "attributable_vs_distance" in report["plots"]
 
 
 def test_a_second_run_reuses_every_stage(tiny_run):
@@ -94,10 +157,26 @@ def test_a_second_run_reuses_every_stage(tiny_run):
     assert {p.name: p.read_text() for p in (out / ".stages").iterdir()} == markers
 
 
-def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path):
-    """A second run from the same frames (the seeded testbed is reused, not regenerated) retrains every
-    model, budgeted by steps and epochs: every method's numbers and every training outcome are identical."""
+def test_adding_a_seed_trains_only_that_seed(tiny_run, tmp_path):
     out, config, report = tiny_run
+    shutil.copytree(out, tmp_path / "run")
+    anchors = [config.anchors[0], config.anchors[1].model_copy(update={"seeds": 3})]
+    again = run_pipeline(tmp_path / "run", config.model_copy(update={"anchors": anchors}), Console(quiet=True))
+    trained = {stage for stage, seconds in again["timings_s"].items() if stage.startswith("train") and seconds > 0}
+    assert trained == {"train_long_range_seed2"}
+    assert again["seeds"]["long_range"]["per_seed"]["all"][:2] == report["seeds"]["long_range"]["per_seed"]["all"]
+    assert (tmp_path / "run" / "branches" / "long_range_seed2").is_dir()
+    assert again["attribution"] == report["attribution"]  # the null pair stays seeds 0 and 1
+
+
+def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path, monkeypatch):
+    """A second run from the same frames (the seeded testbed is reused, not regenerated) retrains every
+    model, budgeted by steps and epochs: every method's numbers and every training outcome are identical
+    (the deployment timings, the one machine-dependent input, replayed from the first run)."""
+    out, config, report = tiny_run
+    timings = {item["name"]: item["seconds_per_call"] for item in report["deployed"]["candidates"]}
+    names = iter(report["deployed"]["valid"])  # deploy times its candidates in this order
+    monkeypatch.setattr(stages, "force_call_seconds", lambda directory, frame: timings[next(names)])
     again = tmp_path / "again"
     shutil.copytree(out / "data", again / "data")
     for stage in ("testbed", "split"):
@@ -108,7 +187,14 @@ def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path):
     assert second["methods"] == report["methods"]
     assert second["training"] == report["training"]
     adaptive = config.adaptive.name
-    assert set(report["training"]) == {"local", "long_range", f"{adaptive}_trunk", adaptive, "mixture_finetune"}
+    assert set(report["training"]) == {
+        "local",
+        "long_range",
+        "long_range_seed1",
+        f"{adaptive}_trunk",
+        adaptive,
+        "mixture_finetune",
+    }
     assert not any(outcome["budget_hit"] for outcome in report["training"].values())
     assert "Warning:" not in (out / "report.md").read_text()
 

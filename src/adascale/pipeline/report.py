@@ -10,7 +10,7 @@ from adascale.data.regimes import SUBSETS
 from adascale.files import atomic_output, write_json
 from adascale.layout import PLOTS, RunLayout
 from adascale.pipeline.config import RunConfig
-from adascale.pipeline.stages import branch_dirs, load_predictions
+from adascale.pipeline.stages import load_predictions
 from adascale.predictions import PredictionSet
 from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, fixed_name, router_name
 
@@ -87,12 +87,12 @@ def add_adaptive(report: dict, adaptive: dict, name: str) -> None:
 
 
 def training_outcomes(run: RunLayout, config: RunConfig, finetune: dict) -> dict[str, dict]:
-    """How each anchor's training and the mixture fine-tune ended (steps, stopped, ``budget_hit``:
+    """How each anchor's training (every seed's) and the mixture fine-tune ended (steps, stopped, ``budget_hit``:
     the wall-clock upper bound cut it, so its numbers depend on the machine's load)."""
     from adascale.training.loop import OUTCOME_KEYS
     from adascale.training.trainer import METRICS_FILE
 
-    directories = dict(zip((anchor.name for anchor in config.anchors), branch_dirs(run, config)))
+    directories = {name: run.branch(name) for anchor in config.anchors for name in anchor.model_names()}
     if config.adaptive is not None:
         name = config.adaptive.name
         directories |= {f"{name}_trunk": run.branch(f"{name}_trunk"), name: run.branch(name)}

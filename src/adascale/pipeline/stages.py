@@ -371,11 +371,10 @@ def _deploy(run: RunLayout, config: RunConfig) -> None:
     valid, test = (read_frames(run.split(split)) for split in ("valid", "test"))
     context = config.report_context()
     candidates = deployment_candidates(run, config)
-    models = {name: load_model(path) for name, path in candidates.items()}
-    scores = {name: losses_entry(sample_losses(model, valid), valid, context) for name, model in models.items()}
+    scores = {name: losses_entry(sample_losses(load_model(path), valid), valid, context) for name, path in candidates.items()}
     seeded = json.loads(run.seeds.read_text())["anchors"] if config.seeded_anchors() else {}
     intervals = {name: (seeded[name]["valid"] if name in seeded else scores[name])["ci"]["all"] for name in scores}
-    seconds = {name: force_call_seconds(model, valid[0]) for name, model in models.items()}
+    seconds = {name: force_call_seconds(path, valid[0]) for name, path in candidates.items()}
     choice = choose_fastest({name: {"mae": scores[name]["all"], "ci": intervals[name]} for name in scores}, seconds)
     chosen = choice.pop("model")
     staging = run.deployed_staging
@@ -392,11 +391,12 @@ def _deploy(run: RunLayout, config: RunConfig) -> None:
     write_json(run.deploy, {"model": chosen, "chosen_on": CHOSEN_ON, **choice, "valid": selection, "test": deployed})
 
 
-def force_call_seconds(model, frame: Frame) -> float:
-    """Wall seconds of one energy + forces call of ``model`` on ``frame`` as MD makes it
-    (:class:`~adascale.deploy.potential.Potential`, float32, Verlet list kept between calls)."""
+def force_call_seconds(directory: Path, frame: Frame) -> float:
+    """Wall seconds of one energy + forces call of the model in ``directory`` on ``frame`` as MD
+    makes it (:class:`~adascale.deploy.potential.Potential`, float32, Verlet list kept between calls)."""
+    from adascale.deploy.calculator import load_model
     from adascale.deploy.potential import Potential
     from adascale.scales.ties import seconds_per_call
 
-    potential = Potential(model, dtype="float32")
+    potential = Potential(load_model(directory), dtype="float32")
     return seconds_per_call(lambda: potential.compute(frame.numbers, frame.positions, frame.cell, frame.pbc))

@@ -28,6 +28,8 @@ def render_markdown(report: dict, title: str = "adascale report") -> str:
     parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report)]
     if "refinement" in report:
         parts.append(refinement_markdown(report))
+    if "seeds" in report:
+        parts.append(seeds_markdown(report))
     if "deployment" in report:
         parts.append(deployment_markdown(report))
     if "plots" in report:
@@ -46,6 +48,12 @@ def _intro(report: dict) -> str:
     ]
     if "fitted_on" in settings:
         lines.append(f"Scales, pools and routers fitted on: {settings['fitted_on']}.")
+    if "seeds" in report:
+        names = ", ".join(f"{name} ({block['seeds']} seeds)" for name, block in report["seeds"].items())
+        lines.append(
+            f"Anchors trained with several seeds: {names}; their rows are seed 0, the anchor every other method uses, "
+            "and the Seeds table gives their mean with intervals over seeds and frames: two-level bootstrap."
+        )
     for name, outcome in report.get("training", {}).items():
         if outcome.get("budget_hit"):
             lines.append(
@@ -146,14 +154,45 @@ def refinement_markdown(report: dict) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
+def seeds_markdown(report: dict) -> str:
+    """Each anchor trained with several seeds: every seed's MAE and the mean with its interval over seeds and frames."""
+    rows = [
+        "| anchor | seeds | "
+        + " | ".join(f"{subset}: per seed" for subset in SUBSETS)
+        + " | "
+        + " | ".join(f"{subset}: mean [95 %]" for subset in SUBSETS)
+        + " |",
+        "|---" * (2 + 2 * len(SUBSETS)) + "|",
+    ]
+    for name, block in report["seeds"].items():
+        per_seed = [", ".join(number(v) for v in block["per_seed"][subset]) for subset in SUBSETS]
+        means = [mae_cell(block["mean"][subset], block["ci"][subset]) for subset in SUBSETS]
+        rows.append(f"| {name} | {block['seeds']} | " + " | ".join(per_seed + means) + " |")
+    how = next(iter(report["seeds"].values()))["how"]
+    return f"## Seeds\n\nTest set, {report['units']}; {how}.\n\n" + "\n".join(rows)
+
+
 def deployment_markdown(report: dict) -> str:
-    """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture)."""
+    """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture),
+    and which model the run deployed and why."""
     rows = ["| mode | method | all | ions | close_contact | conservative |", "|---|---|---|---|---|---|"]
     for item in report["deployment"]:
         entry = report["methods"].get(item["method"], {})
         cells = " | ".join(number(entry.get(subset)) for subset in SUBSETS)
         rows.append(f"| {item['mode']} | {item['method']} | {cells} | {'yes' if item['conservative'] else 'no'} |")
-    return "## Deployment modes\n\n" + "\n".join(rows)
+    text = "## Deployment modes\n\n" + "\n".join(rows)
+    deployed = report.get("deployed", {})
+    if "reason" in deployed:
+        timings = ", ".join(f"{item['name']} {_milliseconds(item['seconds_per_call'])}" for item in deployed["candidates"])
+        text += (
+            f"\n\nDeployed: **{deployed['model']}**; tied on validation: {', '.join(deployed['tied'])}. "
+            f"{deployed['reason']}. Force call on one frame: {timings}. Rule: {deployed['rule']}."
+        )
+    return text
+
+
+def _milliseconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.1f} ms"
 
 
 def _improvement(baseline: float | None, value: float | None) -> str:
