@@ -307,3 +307,22 @@ def test_a_species_missing_from_small_valid_and_test_sets_runs_through(tmp_path)
     assert np.isfinite(report["methods"]["router"]["all"]) and np.isfinite(report["methods"]["mixture"]["all"])
     again = evaluate_run(tmp_path / "run", tmp_path / "run" / "data" / "test.extxyz")
     assert again["methods"]["router"]["all"] == pytest.approx(report["methods"]["router"]["all"], rel=1e-6)
+
+
+def test_a_validate_block_validates_the_deployed_model_and_reports_it(tiny_run, tmp_path):
+    """Adding `validate:` to a finished run reruns only validate and report; report.json and report.md show it."""
+    out, config, report = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    protocol = {"npt_equil_ps": 0.02, "npt_prod_ps": 0.2, "nvt_equil_ps": 0.02, "nvt_prod_ps": 0.2, "window_ps": 0.1}
+    validated = run_config({**TINY_RUN, "validate": {"protocol": protocol, "threads": 1}})
+    console = Console(record=True, width=200)
+    again = run_pipeline(run, validated, console)
+    log = console.export_text()
+    assert "✓ validate" in log and "• train_long_range: cached" in log
+    validation = again["validation"]
+    assert set(validation) >= {"state", "protocol", "density", "rdf", "diffusion", "stability"} and "curves" not in validation
+    assert validation["density"]["reference"]["mean"] > 0.5 and validation["protocol"]["nvt_prod_ps"] == 0.2
+    assert json.loads((run / "validate" / "validate.json").read_text())["density"] == validation["density"]
+    assert "## Validation in MD (the deployed model)" in (run / "report.md").read_text()
+    assert again["methods"]["deployed"] == report["methods"]["deployed"]

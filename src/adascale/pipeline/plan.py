@@ -3,6 +3,8 @@ the earlier stages whose files it reads (its cache key, :mod:`adascale.pipeline.
 
 from __future__ import annotations
 
+import dataclasses
+
 from adascale.pipeline.cache import Stage
 from adascale.pipeline.config import AdaptiveSettings, RunConfig
 
@@ -19,9 +21,10 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
     stats = {"units": config.units, "bootstrap": config.bootstrap}  # every MAE and interval a stage reports
     trained = tuple(f"train_{a.name}" for a in config.anchors)
     adaptive = () if config.adaptive is None else ("train_adaptive", "adaptive_analysis")
+    validated = () if config.validation is None else ("validate",)
     if config.data is None:
         first = {
-            "testbed": Stage(config.testbed.model_dump()),
+            "testbed": Stage(dataclasses.asdict(config.testbed)),
             "split": Stage({"split": list(config.split)}, after=("testbed",)),
         }
     else:  # the user's files by content, and the anchors (their cutoffs and energies are checked)
@@ -48,7 +51,8 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
         ),
         **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
         "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive[:1])),
-        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive)),
+        **({} if config.validation is None else {"validate": Stage(config.validation.model_dump(mode="json"), after=("deploy",))}),
+        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive, *validated)),
     }
 
 

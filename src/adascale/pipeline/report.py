@@ -12,6 +12,7 @@ from adascale.pipeline.config import RunConfig
 from adascale.pipeline.stages import branch_dirs, load_predictions
 from adascale.predictions import PredictionSet
 from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, router_name
+from adascale.validate.report import VALIDATE_JSON
 
 
 def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None) -> None:
@@ -32,6 +33,9 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
     deploy = json.loads(run.deploy.read_text())
     report["methods"]["deployed"] = deploy["test"]
     report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
+    if config.validation is not None:  # validate.json without its curves (they stay in validate/)
+        validation = json.loads((run.validation / VALIDATE_JSON).read_text())
+        report["validation"] = {key: value for key, value in validation.items() if key != "curves"}
     if run.source.exists():
         report["data"] = json.loads(run.source.read_text())
     test = load_predictions(run, "test")

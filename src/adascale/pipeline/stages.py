@@ -27,6 +27,7 @@ from rich.console import Console
 
 from adascale.data.frames import Frame, read_frames
 from adascale.data.regimes import SUBSETS
+from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.layout import SPLITS, RunLayout
 from adascale.pipeline.cache import StageRunner
@@ -49,7 +50,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
     run.root.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads or None)  # 0, like None, leaves torch's choice
     with atomic_output(run.config) as tmp:
-        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
     stages = StageRunner(run.root, console)
     work = {
         **({"testbed": lambda: _generate(config, run.frames)} if config.data is None else {}),
@@ -61,6 +62,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
         "mixture": lambda: _mixture(run, config),
         **({} if config.adaptive is None else _adaptive_work(run, config, config.adaptive)),
         "deploy": lambda: _deploy(run, config),
+        **({} if config.validation is None else {"validate": lambda: _validate(run, config)}),
         "report": lambda: write_run_report(run, config, stages.timings, command),
     }
     stages.run_plan(stage_plan(config), work)
@@ -68,10 +70,10 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
 
 
 def _generate(config: RunConfig, path: Path) -> None:
-    from adascale.data.testbed import NaClSettings, generate_nacl
+    from adascale.data.testbed import generate_nacl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    generate_nacl(NaClSettings(**config.testbed.model_dump()), path)
+    generate_nacl(config.testbed, path)
 
 
 def _split(run: RunLayout, sizes: tuple[int, int, int]) -> None:
@@ -271,3 +273,16 @@ def _deploy(run: RunLayout, config: RunConfig) -> None:
     write_json(
         run.deploy, {"model": chosen, "chosen_on": "validation force MAE, all atoms", "valid": selection, "test": deployed}
     )
+
+
+def _validate(run: RunLayout, config: RunConfig) -> None:
+    """``adascale validate`` of the deployed model from a test frame, into ``validate/``."""
+    from adascale.validate import validate_model
+    from adascale.validate.settings import ValidateSettings
+
+    settings = ValidateSettings.model_validate(config.validation.model_dump(exclude={"frame"}))
+    frames = read_frames(run.split("test"))
+    if not -len(frames) <= config.validation.frame < len(frames):
+        raise AdaScaleError(f"validate.frame {config.validation.frame}: the test set has {len(frames)} frames")
+    where = f"{run.split('test')}: frame {config.validation.frame}"
+    validate_model(run.deployed, frames[config.validation.frame], settings, out_dir=run.validation, where=where)

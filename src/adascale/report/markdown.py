@@ -30,6 +30,8 @@ def render_markdown(report: dict, title: str = "adascale report") -> str:
         parts.append(refinement_markdown(report))
     if "deployment" in report:
         parts.append(deployment_markdown(report))
+    if "validation" in report:
+        parts.append(validation_section(report))
     if "plots" in report:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({path})" for name, path in report["plots"].items()))
     return "\n\n".join(parts) + "\n"
@@ -161,3 +163,10 @@ def _improvement(baseline: float | None, value: float | None) -> str:
     if baseline is None or value is None or baseline == 0:
         return "-"
     return f"{100 * (baseline - value) / baseline:+.2f} %"
+
+
+def validation_section(report: dict) -> str:
+    """The deployed model's MD observables beside the reference force field's (``adascale validate``)."""
+    from adascale.validate.report import validation_markdown
+
+    return "## Validation in MD (the deployed model)\n\n" + validation_markdown(report["validation"], plots_prefix="validate/")
