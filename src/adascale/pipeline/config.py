@@ -86,7 +86,7 @@ class RunConfig(_Strict):
     validation: RunValidation | None = Field(
         alias="validate",
         description="MD observables of the deployed model against the reference force field "
-        "(`adascale validate`; its table goes into the report); null to skip."
+        "(`adascale validate`; its table goes into the report); null to skip.",
     )
     units: str = Field(description="Unit of every MAE in the report.")
     bootstrap: int = Field(ge=10, description="Frame-bootstrap resamples for the 95% intervals.")

@@ -51,7 +51,9 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
         ),
         **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
         "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive[:1])),
-        **({} if config.validation is None else {"validate": Stage(config.validation.model_dump(mode="json"), after=("deploy",))}),
+        **(
+            {} if config.validation is None else {"validate": Stage(config.validation.model_dump(mode="json"), after=("deploy",))}
+        ),
         "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive, *validated)),
     }
 
