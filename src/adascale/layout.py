@@ -21,6 +21,7 @@ Layout of a run directory::
     deploy.json                  the deployment choice (validation) and its test report
     deployed/                    a copy of the chosen model directory
     deployed_test_losses.npy     its per-sample test losses (N,) eV/Å
+    pressure.json                the deployed model's molecular pressure beside the labels' on test frames
     validate/                    validate.json, validate.md and plots: the deployed model's MD against
                                  the reference force field (with a ``validate:`` block)
     report.json, report.md       the merged report
@@ -115,6 +116,10 @@ class RunLayout:
     @property
     def deployed_test_losses(self) -> Path:
         return self.root / "deployed_test_losses.npy"
+
+    @property
+    def pressure(self) -> Path:
+        return self.root / "pressure.json"
 
     @property
     def validation(self) -> Path:

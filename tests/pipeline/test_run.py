@@ -65,6 +65,8 @@ def test_report_keeps_the_public_contract(tiny_run):
     text = (out / "report.md").read_text()
     assert "## Beside the paper" in text and "| router |" in text
     assert set(report["provenance"]) == {"command", "adascale", "commit", "finished", "machine"}
+    pressure = report["pressure"]  # the testbed's frames carry stress: the deployed model's barostat pressure
+    assert pressure["frames"] == 2 and len(pressure["model"]) == 2 and "## Pressure on the test frames" in text
     for path in report["plots"].values():
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 

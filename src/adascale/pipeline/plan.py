@@ -51,10 +51,11 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
         ),
         **({} if config.adaptive is None else _adaptive_plan(config, config.adaptive, stats)),
         "deploy": Stage(stats, after=("split", "mixture", *trained, *adaptive[:1])),
+        "pressure": Stage({}, after=("split", "deploy")),
         **(
             {} if config.validation is None else {"validate": Stage(config.validation.model_dump(mode="json"), after=("deploy",))}
         ),
-        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive, *validated)),
+        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", "pressure", *adaptive, *validated)),
     }
 
 

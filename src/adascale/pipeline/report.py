@@ -33,6 +33,7 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
     deploy = json.loads(run.deploy.read_text())
     report["methods"]["deployed"] = deploy["test"]
     report["deployed"] = {key: deploy[key] for key in ("model", "chosen_on", "valid")}
+    report["pressure"] = json.loads(run.pressure.read_text())
     if config.validation is not None:  # validate.json without its curves (they stay in validate/)
         validation = json.loads((run.validation / VALIDATE_JSON).read_text())
         report["validation"] = {key: value for key, value in validation.items() if key != "curves"}

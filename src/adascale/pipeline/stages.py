@@ -62,6 +62,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
         "mixture": lambda: _mixture(run, config),
         **({} if config.adaptive is None else _adaptive_work(run, config, config.adaptive)),
         "deploy": lambda: _deploy(run, config),
+        "pressure": lambda: _pressure(run),
         **({} if config.validation is None else {"validate": lambda: _validate(run, config)}),
         "report": lambda: write_run_report(run, config, stages.timings, command),
     }
@@ -286,3 +287,18 @@ def _validate(run: RunLayout, config: RunConfig) -> None:
         raise AdaScaleError(f"validate.frame {config.validation.frame}: the test set has {len(frames)} frames")
     where = f"{run.split('test')}: frame {config.validation.frame}"
     validate_model(run.deployed, frames[config.validation.frame], settings, out_dir=run.validation, where=where)
+
+
+def _pressure(run: RunLayout) -> None:
+    """The deployed model's molecular pressure beside the labels' on the test frames (when they carry
+    stress): what a barostat will feel, measured without MD."""
+    from adascale.deploy.potential import Potential
+    from adascale.models.io import load_model
+    from adascale.validate.pressure import pressure_check
+
+    frames = read_frames(run.split("test"))
+    if not all(frame.stress is not None and frame.pbc.all() for frame in frames):
+        write_json(run.pressure, {"skipped": "the test frames carry no stress labels (or are not periodic in 3D)"})
+        return
+    potential = Potential(load_model(run.deployed), dtype="float64", skin=0.0)
+    write_json(run.pressure, pressure_check(potential, frames, where=str(run.split("test"))))

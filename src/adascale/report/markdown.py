@@ -6,6 +6,8 @@ report can be re-rendered from its JSON without touching models or predictions.
 
 from __future__ import annotations
 
+import numpy as np
+
 from adascale.data.regimes import ALL, CLOSE_CONTACT, SUBSETS
 from adascale.report.format import gain_cell, mae_cell, method_detail, number, percent, scales_text
 from adascale.scales.attribution import ORACLES
@@ -30,6 +32,8 @@ def render_markdown(report: dict, title: str = "adascale report") -> str:
         parts.append(refinement_markdown(report))
     if "deployment" in report:
         parts.append(deployment_markdown(report))
+    if "difference" in report.get("pressure", {}):
+        parts.append(pressure_markdown(report["pressure"]))
     if "validation" in report:
         parts.append(validation_section(report))
     if "plots" in report:
@@ -170,3 +174,16 @@ def validation_section(report: dict) -> str:
     from adascale.validate.report import validation_markdown
 
     return "## Validation in MD (the deployed model)\n\n" + validation_markdown(report["validation"], plots_prefix="validate/")
+
+
+def pressure_markdown(pressure: dict) -> str:
+    """The deployed model's molecular (barostat) pressure beside the reference's on the test frames."""
+    difference = pressure["difference"]
+    sem = "" if difference["sem"] is None else f" ± {difference['sem']:.0f}"
+    return (
+        "## Pressure on the test frames (the deployed model)\n\n"
+        "Configurational pressure with molecules rigid (what a Monte Carlo barostat feels), from stress and forces, "
+        f"over {pressure['frames']} test frames: reference {np.mean(pressure['reference']):.0f} bar, model "
+        f"{np.mean(pressure['model']):.0f} bar; model − reference {difference['mean']:+.0f}{sem} bar "
+        f"(per frame {difference['min']:+.0f} to {difference['max']:+.0f}). A model far above the reference expands under NPT."
+    )
