@@ -174,6 +174,7 @@ def _user_file(frames, path, forces_key="dft_forces", energy_key="dft_energy"):
         atoms = frame.to_atoms()
         atoms.arrays[forces_key] = atoms.arrays.pop("REF_forces")
         atoms.info[energy_key] = atoms.info.pop("REF_energy")
+        atoms.info.pop("REF_stress", None)  # as many DFT files: no stress
         images.append(atoms)
     ase.io.write(path, images, format="extxyz")
     return path
@@ -199,6 +200,8 @@ def test_run_on_user_data_reports_its_file_and_hash(data_run):
         {"role": "all", "path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     ]
     assert report["data"]["frames"] == {"train": 4, "valid": 2, "test": 2}
+    text = (root / "run" / "report.md").read_text()  # no stress labels: the run says what the stress loss saw
+    assert "local trained on stress for 0 of 4 training frames" in text and "skipped" in report["pressure"]
     assert report["counts"]["all"] == 2 * 748 and report["counts"]["ions"] == 2 * 10
     for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router", "mixture"):
         assert np.isfinite(report["methods"][name]["all"])

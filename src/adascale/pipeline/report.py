@@ -71,8 +71,10 @@ def training_outcomes(run: RunLayout, config: RunConfig, finetune: dict) -> dict
         directories |= {f"{name}_trunk": run.branch(f"{name}_trunk"), name: run.branch(name)}
     outcomes = {}
     for name, directory in directories.items():
-        training = json.loads((directory / METRICS_FILE).read_text())["training"]
-        outcomes[name] = {key: training.get(key) for key in OUTCOME_KEYS}
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+        outcomes[name] = {key: metrics["training"].get(key) for key in OUTCOME_KEYS}
+        if "stress_training" in metrics:  # how many training frames the stress loss saw
+            outcomes[name]["stress"] = metrics["stress_training"]
     outcomes["mixture_finetune"] = finetune
     return outcomes
 

@@ -53,6 +53,12 @@ def _intro(report: dict) -> str:
     if "fitted_on" in settings:
         lines.append(f"Scales, pools and routers fitted on: {settings['fitted_on']}.")
     for name, outcome in report.get("training", {}).items():
+        stress = outcome.get("stress") or {}
+        if stress.get("stress_weight", 0) > 0 and stress.get("frames_with_stress", 0) < stress.get("frames", 0):
+            lines.append(
+                f"\nNote: {name} trained on stress for {stress['frames_with_stress']} of {stress['frames']} training frames; "
+                "the others carry no stress label (or no 3D-periodic cell) and trained on forces and energy only."
+            )
         if outcome.get("budget_hit"):
             lines.append(
                 f"\n**Warning:** training of {name} was cut by its wall-clock bound after {outcome['steps']} steps: "
