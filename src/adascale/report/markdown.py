@@ -25,14 +25,17 @@ PAPER_REFINED_POOL = [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1]
 
 def render_markdown(report: dict, title: str = "adascale report") -> str:
     """The whole report as one Markdown document."""
-    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report)]
-    if "refinement" in report:
-        parts.append(refinement_markdown(report))
-    if "deployment" in report:
-        parts.append(deployment_markdown(report))
+    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report), *section_markdowns(report)]
     if "plots" in report:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({path})" for name, path in report["plots"].items()))
     return "\n\n".join(parts) + "\n"
+
+
+def section_markdowns(report: dict) -> list[str]:
+    """The sections a report has beyond the method and paper tables, in order: pool refinement, the
+    deployed model's choice, the deployment modes (each only where the report holds its block)."""
+    sections = {"refinement": refinement_markdown, "deployed": deployed_markdown, "deployment": deployment_markdown}
+    return [render(report) for key, render in sections.items() if key in report]
 
 
 def _intro(report: dict) -> str:
@@ -143,6 +146,17 @@ def refinement_markdown(report: dict) -> str:
             f"{number(step.get('fit_mae'))} | {number(step['mae'])} |"
         )
     head = f"## Pool refinement\n\nFrom {scales_text(block['initial'])} to {scales_text(block['final'])} ({block.get('update', 'insert')})."
+    return head + "\n\n" + "\n".join(rows)
+
+
+def deployed_markdown(report: dict) -> str:
+    """Which model ``adascale run`` deployed, and every candidate's validation MAEs it chose from."""
+    block = report["deployed"]
+    rows = ["| candidate (validation) | " + " | ".join(SUBSETS) + " |", "|---" * (len(SUBSETS) + 1) + "|"]
+    for name, entry in block.get("valid", {}).items():
+        mark = " (deployed)" if name == block["model"] else ""
+        rows.append(f"| {name}{mark} | " + " | ".join(number(entry.get(subset)) for subset in SUBSETS) + " |")
+    head = f"## Deployed model\n\n`{block['model']}`, chosen on {block.get('chosen_on', 'validation')}; its test MAEs are the `deployed` row above."
     return head + "\n\n" + "\n".join(rows)
 
 
