@@ -27,18 +27,24 @@ PAPER_REFINED_POOL = [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1]
 
 def render_markdown(report: dict, title: str = "adascale report") -> str:
     """The whole report as one Markdown document."""
-    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report)]
-    if "refinement" in report:
-        parts.append(refinement_markdown(report))
-    if "deployment" in report:
-        parts.append(deployment_markdown(report))
-    if "difference" in report.get("pressure", {}):
-        parts.append(pressure_markdown(report["pressure"]))
-    if "validation" in report:
-        parts.append(validation_section(report))
+    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report), *section_markdowns(report)]
     if "plots" in report:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({path})" for name, path in report["plots"].items()))
     return "\n\n".join(parts) + "\n"
+
+
+def section_markdowns(report: dict) -> list[str]:
+    """The sections a report has beyond the method and paper tables, in order: pool refinement, the
+    deployed model's choice, the deployment modes, its pressure on the test frames and its
+    validation in MD (each only where the report holds its block)."""
+    sections = {
+        "refinement": refinement_markdown,
+        "deployed": deployed_markdown,
+        "deployment": deployment_markdown,
+        "pressure": pressure_markdown,
+        "validation": validation_section,
+    }
+    return [text for key, render in sections.items() if key in report and (text := render(report))]
 
 
 def _intro(report: dict) -> str:
@@ -158,6 +164,17 @@ def refinement_markdown(report: dict) -> str:
     return head + "\n\n" + "\n".join(rows)
 
 
+def deployed_markdown(report: dict) -> str:
+    """Which model ``adascale run`` deployed, and every candidate's validation MAEs it chose from."""
+    block = report["deployed"]
+    rows = ["| candidate (validation) | " + " | ".join(SUBSETS) + " |", "|---" * (len(SUBSETS) + 1) + "|"]
+    for name, entry in block.get("valid", {}).items():
+        mark = " (deployed)" if name == block["model"] else ""
+        rows.append(f"| {name}{mark} | " + " | ".join(number(entry.get(subset)) for subset in SUBSETS) + " |")
+    head = f"## Deployed model\n\n`{block['model']}`, chosen on {block.get('chosen_on', 'validation')}; its test MAEs are the `deployed` row above."
+    return head + "\n\n" + "\n".join(rows)
+
+
 def deployment_markdown(report: dict) -> str:
     """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture)."""
     rows = ["| mode | method | all | ions | close_contact | conservative |", "|---|---|---|---|---|---|"]
@@ -182,8 +199,12 @@ def validation_section(report: dict) -> str:
     return "## Validation in MD (the deployed model)\n\n" + validation_markdown(report["validation"], plots_prefix="validate/")
 
 
-def pressure_markdown(pressure: dict) -> str:
-    """The deployed model's molecular (barostat) pressure beside the reference's on the test frames."""
+def pressure_markdown(report: dict) -> str:
+    """The deployed model's molecular (barostat) pressure beside the reference's on the test frames
+    (empty when the test frames carry no stress)."""
+    pressure = report["pressure"]
+    if "difference" not in pressure:
+        return ""
     difference = pressure["difference"]
     sem = "" if difference["sem"] is None else f" ± {difference['sem']:.0f}"
     return (
