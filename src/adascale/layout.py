@@ -26,6 +26,9 @@ Layout of a run directory::
     deploy.json                  the deployment choice (validation) and its test report
     deployed/                    a copy of the chosen model directory
     deployed_test_losses.npy     its per-sample test losses (N,) eV/Å
+    pressure.json                the deployed model's molecular pressure beside the labels' on test frames
+    validate/                    validate.json, validate.md and plots: the deployed model's MD against
+                                 the reference force field (with a ``validate:`` block)
     report.json, report.md       the merged report
     plots/                       its figures
     .stages/<stage>.json         a marker per finished stage (the cache key of that stage)
@@ -140,6 +143,15 @@ class RunLayout:
     @property
     def deployed_test_losses(self) -> Path:
         return self.root / "deployed_test_losses.npy"
+
+    @property
+    def pressure(self) -> Path:
+        return self.root / "pressure.json"
+
+    @property
+    def validation(self) -> Path:
+        """The directory of ``adascale validate``'s outputs for the deployed model."""
+        return self.root / "validate"
 
     @property
     def report_json(self) -> Path:

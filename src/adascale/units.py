@@ -11,6 +11,8 @@ KJ_MOL_NM_PER_EV_A = KJ_MOL_PER_EV * 10.0
 #: 1 eV/Å expressed in meV/Å.
 MEV_A_PER_EV_A = 1000.0
 NM_PER_A = 0.1
+#: 1 eV/Å³ in bar (1 eV/Å³ = 160.21766 GPa).
+BAR_PER_EV_A3 = 1.602176634e6
 
 #: Force units a report may be written in, as the factor from eV/Å.
 FORCE_UNITS: dict[str, float] = {

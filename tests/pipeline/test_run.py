@@ -68,6 +68,8 @@ def test_report_keeps_the_public_contract(tiny_run):
     text = (out / "report.md").read_text()
     assert "## Beside the paper" in text and "| router |" in text
     assert set(report["provenance"]) == {"command", "adascale", "commit", "finished", "machine"}
+    pressure = report["pressure"]  # the testbed's frames carry stress: the deployed model's barostat pressure
+    assert pressure["frames"] == 2 and len(pressure["model"]) == 2 and "## Pressure on the test frames" in text
     for path in report["plots"].values():
         assert (out / path).read_bytes()[:4] == b"\x89PNG"
 
@@ -258,6 +260,7 @@ def _user_file(frames, path, forces_key="dft_forces", energy_key="dft_energy"):
         atoms = frame.to_atoms()
         atoms.arrays[forces_key] = atoms.arrays.pop("REF_forces")
         atoms.info[energy_key] = atoms.info.pop("REF_energy")
+        atoms.info.pop("REF_stress", None)  # as many DFT files: no stress
         images.append(atoms)
     ase.io.write(path, images, format="extxyz")
     return path
@@ -283,6 +286,8 @@ def test_run_on_user_data_reports_its_file_and_hash(data_run):
         {"role": "all", "path": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
     ]
     assert report["data"]["frames"] == {"train": 4, "valid": 2, "test": 2}
+    text = (root / "run" / "report.md").read_text()  # no stress labels: the run says what the stress loss saw
+    assert "local trained on stress for 0 of 4 training frames" in text and "skipped" in report["pressure"]
     assert report["counts"]["all"] == 2 * 748 and report["counts"]["ions"] == 2 * 10
     for name in ("fixed_s0", "fixed_s1", "oracle_continuous", "router", "mixture"):
         assert np.isfinite(report["methods"][name]["all"])
@@ -393,3 +398,22 @@ def test_a_species_missing_from_small_valid_and_test_sets_runs_through(tmp_path)
     assert np.isfinite(report["methods"]["router"]["all"]) and np.isfinite(report["methods"]["mixture"]["all"])
     again = evaluate_run(tmp_path / "run", tmp_path / "run" / "data" / "test.extxyz")
     assert again["methods"]["router"]["all"] == pytest.approx(report["methods"]["router"]["all"], rel=1e-6)
+
+
+def test_a_validate_block_validates_the_deployed_model_and_reports_it(tiny_run, tmp_path):
+    """Adding `validate:` to a finished run reruns only validate and report; report.json and report.md show it."""
+    out, config, report = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    protocol = {"npt_equil_ps": 0.02, "npt_prod_ps": 0.2, "nvt_equil_ps": 0.02, "nvt_prod_ps": 0.2, "window_ps": 0.1}
+    validated = run_config({**TINY_RUN, "validate": {"protocol": protocol, "threads": 1}})
+    console = Console(record=True, width=200)
+    again = run_pipeline(run, validated, console)
+    log = console.export_text()
+    assert "✓ validate" in log and "• train_long_range: cached" in log
+    validation = again["validation"]
+    assert set(validation) >= {"state", "protocol", "density", "rdf", "diffusion", "stability"} and "curves" not in validation
+    assert validation["density"]["reference"]["mean"] > 0.5 and validation["protocol"]["nvt_prod_ps"] == 0.2
+    assert json.loads((run / "validate" / "validate.json").read_text())["density"] == validation["density"]
+    assert "## Validation in MD (the deployed model)" in (run / "report.md").read_text()
+    assert again["methods"]["deployed"] == report["methods"]["deployed"]

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import typer
 
+from adascale.data.testbed import NaClSettings
+
+TESTBED = NaClSettings()  # the one source of the generator's defaults (the options below show them)
+
 generate_app = typer.Typer(help="Generate labelled frames with a reference force field.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and split frame files (any format ASE reads).", no_args_is_help=True)
 
@@ -23,29 +27,39 @@ def register(app: typer.Typer) -> None:
 @generate_app.command("nacl")
 def generate_nacl_command(
     out: Path = typer.Option(..., "--out", help="Extended XYZ file to write (REF_forces eV/Å, REF_energy eV, cell, pbc)."),
-    frames: int = typer.Option(100, "--frames", help="Frames in total (over all replicas)."),
-    box_nm: float = typer.Option(2.0, "--box-nm", help="Edge of the cubic box filled with water, nm (at least 1.89)."),
-    molar: float = typer.Option(1.0, "--molar", help="NaCl concentration, mol/L (sets the number of ion pairs)."),
-    temperature: float = typer.Option(300.0, "--temperature", help="Temperature, K."),
-    stride_ps: float = typer.Option(1.0, "--stride-ps", help="Time between frames, ps (2 fs steps)."),
-    equil_ps: float = typer.Option(20.0, "--equil-ps", help="NPT equilibration per replica at 1 bar before sampling, ps."),
-    seed: int = typer.Option(0, "--seed", help="Seed for ion placement, velocities, thermostat and barostat."),
+    frames: int = typer.Option(TESTBED.frames, "--frames", help="Frames in total (over all replicas)."),
+    box_nm: float = typer.Option(
+        TESTBED.box_nm,
+        "--box-nm",
+        help="Edge of the cubic box filled with water, nm (at least 1.93 with the default volume span).",
+    ),
+    molar: float = typer.Option(TESTBED.molar, "--molar", help="NaCl concentration, mol/L (sets the number of ion pairs)."),
+    temperature: float = typer.Option(TESTBED.temperature, "--temperature", help="Temperature, K."),
+    stride_ps: float = typer.Option(TESTBED.stride_ps, "--stride-ps", help="Time between frames, ps (2 fs steps)."),
+    equil_ps: float = typer.Option(
+        TESTBED.equil_ps, "--equil-ps", help="NPT equilibration per replica at 1 bar before sampling, ps."
+    ),
+    seed: int = typer.Option(TESTBED.seed, "--seed", help="Seed for ion placement, velocities, thermostat and barostat."),
     replicas: int = typer.Option(
-        1, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."
+        TESTBED.replicas, "--replicas", help="Independent trajectories run in parallel processes, concatenated in order."
     ),
     labels: str = typer.Option(
-        "spce",
+        TESTBED.labels,
         "--labels",
         help="spce: the dynamics' own SPC/E forces; amoeba: the same frames relabelled with amoeba2018.xml "
         "(multipole + vdW terms, mutual polarization, PME 0.9 nm).",
     ),
     volume_span: float = typer.Option(
-        0.06, "--volume-span", help="Sample volumes over the equilibrated one x (1 ± this); 0: one volume (the old sampling)."
+        TESTBED.volume_span,
+        "--volume-span",
+        help="Sample volumes over the equilibrated one x (1 ± this); 0: one volume (the old sampling).",
     ),
     volume_levels: int = typer.Option(
-        7, "--volume-levels", help="Volume levels evenly over that span (frames cycle through them)."
+        TESTBED.volume_levels, "--volume-levels", help="Volume levels evenly over that span (frames cycle through them)."
     ),
-    level_equil_ps: float = typer.Option(2.0, "--level-equil-ps", help="NVT re-equilibration after scaling to each level, ps."),
+    level_equil_ps: float = typer.Option(
+        TESTBED.level_equil_ps, "--level-equil-ps", help="NVT re-equilibration after scaling to each level, ps."
+    ),
     threads: int = typer.Option(0, "--threads", help="CPU threads in all, shared by the replicas (0: every core)."),
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Cache of generated testbeds (default: ~/.cache/adascale/testbeds)."

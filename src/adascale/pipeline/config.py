@@ -19,32 +19,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from adascale.data.regimes import DEFAULT_ION_SPECIES
+from adascale.data.testbed import NaClSettings
 from adascale.data.user_data import DataSettings, ion_numbers
 from adascale.errors import AdaScaleError
 from adascale.layout import seed_model_name
 from adascale.scales.metrics import ReportContext
 from adascale.training.config import apply_override, validation_problems
 from adascale.training.mixture import MixtureSettings
+from adascale.validate.settings import ValidateSettings
 
 BUILTIN_RUN_CONFIGS = {"default": "run.yaml", "quick": "run_quick.yaml", "paper": "run_paper.yaml", "amoeba": "run_amoeba.yaml"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class TestbedSettings(_Strict):
-    """The NaCl(aq) testbed (``adascale generate nacl``'s options)."""
-
-    frames: int = Field(description="Frames in total (all replicas).")
-    box_nm: float = Field(description="Cubic box edge, nm.")
-    molar: float = Field(description="NaCl concentration, mol/L.")
-    temperature: float = Field(description="K.")
-    stride_ps: float = Field(description="ps between frames.")
-    equil_ps: float = Field(description="NPT equilibration per replica, ps.")
-    seed: int = Field(description="Seed of the simulation.")
-    replicas: int = Field(description="Parallel trajectories.")
-    labels: str = Field(description="spce, or amoeba: the same frames relabelled with amoeba2018.xml.")
 
 
 class AnchorSettings(_Strict):
@@ -90,10 +78,21 @@ class AdaptiveSettings(_Strict):
     )
 
 
+class RunValidation(ValidateSettings):
+    """``adascale validate`` of the deployed model at the end of the run (state, protocol, threads),
+    from one frame of the run's test set."""
+
+    frame: int = Field(0, description="Index of the test frame both MD runs (model and reference) start from.")
+
+
 class RunConfig(_Strict):
     """Everything ``adascale run`` does; its values come from ``adascale/configs/run.yaml`` (see the module docstring)."""
 
-    testbed: TestbedSettings
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)  # YAML says `validate:`, Python `validation`
+
+    testbed: NaClSettings = Field(
+        description="The NaCl(aq) testbed: `adascale generate nacl`'s settings (adascale.data.testbed.NaClSettings)."
+    )
     data: DataSettings | None = Field(None, description="Your own labelled frames instead of the testbed (and `split`).")
     split: tuple[int, int, int] = Field(description="Contiguous train/valid/test frame counts of the testbed.")
     anchors: list[AnchorSettings] = Field(min_length=2, description="Anchors, shortest range first (scales 0 .. 1).")
@@ -107,6 +106,11 @@ class RunConfig(_Strict):
     null_anchor: str | None = Field(
         description="The anchor whose seeds 0 and 1 form the seed null of the scale analysis; null: the "
         "longest-range anchor with at least 2 seeds (no seed null when none has)."
+    )
+    validation: RunValidation | None = Field(
+        alias="validate",
+        description="MD observables of the deployed model against the reference force field "
+        "(`adascale validate`; its table goes into the report); null to skip.",
     )
     units: str = Field(description="Unit of every MAE in the report.")
     bootstrap: int = Field(ge=10, description="Frame-bootstrap resamples for the 95% intervals.")

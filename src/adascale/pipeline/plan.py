@@ -3,6 +3,8 @@ the earlier stages whose files it reads (its cache key, :mod:`adascale.pipeline.
 
 from __future__ import annotations
 
+import dataclasses
+
 from adascale.pipeline.cache import Stage
 from adascale.pipeline.config import AdaptiveSettings, RunConfig
 
@@ -23,9 +25,10 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
     trained = tuple(f"train_{a.name}" for a in config.anchors)
     adaptive = () if config.adaptive is None else ("train_adaptive", "adaptive_analysis")
     seeded = _seed_plan(config, stats)
+    validated = () if config.validation is None else ("validate",)
     if config.data is None:
         first = {
-            "testbed": Stage(config.testbed.model_dump()),
+            "testbed": Stage(dataclasses.asdict(config.testbed)),
             "split": Stage({"split": list(config.split)}, after=("testbed",)),
         }
     else:  # the user's frames by content, and the anchors (their cutoffs and energies are checked)
@@ -61,7 +64,13 @@ def stage_plan(config: RunConfig) -> dict[str, Stage]:
             {**stats, "speed_tolerance": DEFAULT_SPEED_TOLERANCE, "timing": [DEFAULT_REPEATS, DEFAULT_WARMUP]},
             after=("split", "mixture", *trained, *adaptive[:1], *(("seeds",) if seeded else ())),
         ),
-        "report": Stage(stats, after=("predict", "refine", "route", "mixture", "deploy", *adaptive, *seeded)),
+        "pressure": Stage({}, after=("split", "deploy")),
+        **(
+            {} if config.validation is None else {"validate": Stage(config.validation.model_dump(mode="json"), after=("deploy",))}
+        ),
+        "report": Stage(
+            stats, after=("predict", "refine", "route", "mixture", "deploy", "pressure", *adaptive, *seeded, *validated)
+        ),
     }
 
 

@@ -13,6 +13,7 @@ from adascale.pipeline.config import RunConfig
 from adascale.pipeline.stages import load_predictions
 from adascale.predictions import PredictionSet
 from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHODS, ROUTER, fixed_name, router_name
+from adascale.validate.report import VALIDATE_JSON
 
 
 def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None) -> None:
@@ -38,6 +39,10 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
     deploy = json.loads(run.deploy.read_text())
     report["methods"]["deployed"] = deploy["test"]
     report["deployed"] = {key: value for key, value in deploy.items() if key != "test"}
+    report["pressure"] = json.loads(run.pressure.read_text())
+    if config.validation is not None:  # validate.json without its curves (they stay in validate/)
+        validation = json.loads((run.validation / VALIDATE_JSON).read_text())
+        report["validation"] = {key: value for key, value in validation.items() if key != "curves"}
     if run.source.exists():
         report["data"] = json.loads(run.source.read_text())
     test = load_predictions(run, "test")
@@ -98,8 +103,10 @@ def training_outcomes(run: RunLayout, config: RunConfig, finetune: dict) -> dict
         directories |= {f"{name}_trunk": run.branch(f"{name}_trunk"), name: run.branch(name)}
     outcomes = {}
     for name, directory in directories.items():
-        training = json.loads((directory / METRICS_FILE).read_text())["training"]
-        outcomes[name] = {key: training.get(key) for key in OUTCOME_KEYS}
+        metrics = json.loads((directory / METRICS_FILE).read_text())
+        outcomes[name] = {key: metrics["training"].get(key) for key in OUTCOME_KEYS}
+        if "stress_training" in metrics:  # how many training frames the stress loss saw
+            outcomes[name]["stress"] = metrics["stress_training"]
     outcomes["mixture_finetune"] = finetune
     return outcomes
 

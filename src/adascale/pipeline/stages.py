@@ -31,6 +31,7 @@ from rich.console import Console
 
 from adascale.data.frames import Frame, read_frames
 from adascale.data.regimes import SUBSETS
+from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.layout import SPLITS, RunLayout
 from adascale.pipeline.cache import StageRunner
@@ -53,7 +54,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
     run.root.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads or None)  # 0, like None, leaves torch's choice
     with atomic_output(run.config) as tmp:
-        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False))
     stages = StageRunner(run.root, console)
     work = {
         **({"testbed": lambda: _generate(config, run.frames)} if config.data is None else {}),
@@ -78,6 +79,8 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
             else {}
         ),
         "deploy": lambda: _deploy(run, config),
+        "pressure": lambda: _pressure(run),
+        **({} if config.validation is None else {"validate": lambda: _validate(run, config)}),
         "report": lambda: write_run_report(run, config, stages.timings, command),
     }
     stages.run_plan(stage_plan(config), work)
@@ -85,10 +88,10 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
 
 
 def _generate(config: RunConfig, path: Path) -> None:
-    from adascale.data.testbed import NaClSettings, generate_nacl
+    from adascale.data.testbed import generate_nacl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    generate_nacl(NaClSettings(**config.testbed.model_dump()), path)
+    generate_nacl(config.testbed, path)
 
 
 def _split(run: RunLayout, sizes: tuple[int, int, int]) -> None:
@@ -400,3 +403,31 @@ def force_call_seconds(directory: Path, frame: Frame) -> float:
 
     potential = Potential(load_model(directory), dtype="float32")
     return seconds_per_call(lambda: potential.compute(frame.numbers, frame.positions, frame.cell, frame.pbc))
+
+
+def _validate(run: RunLayout, config: RunConfig) -> None:
+    """``adascale validate`` of the deployed model from a test frame, into ``validate/``."""
+    from adascale.validate import validate_model
+    from adascale.validate.settings import ValidateSettings
+
+    settings = ValidateSettings.model_validate(config.validation.model_dump(exclude={"frame"}))
+    frames = read_frames(run.split("test"))
+    if not -len(frames) <= config.validation.frame < len(frames):
+        raise AdaScaleError(f"validate.frame {config.validation.frame}: the test set has {len(frames)} frames")
+    where = f"{run.split('test')}: frame {config.validation.frame}"
+    validate_model(run.deployed, frames[config.validation.frame], settings, out_dir=run.validation, where=where)
+
+
+def _pressure(run: RunLayout) -> None:
+    """The deployed model's molecular pressure beside the labels' on the test frames (when they carry
+    stress): what a barostat will feel, measured without MD."""
+    from adascale.deploy.potential import Potential
+    from adascale.models.io import load_model
+    from adascale.validate.pressure import pressure_check
+
+    frames = read_frames(run.split("test"))
+    if not all(frame.stress is not None and frame.pbc.all() for frame in frames):
+        write_json(run.pressure, {"skipped": "the test frames carry no stress labels (or are not periodic in 3D)"})
+        return
+    potential = Potential(load_model(run.deployed), dtype="float64", skin=0.0)
+    write_json(run.pressure, pressure_check(potential, frames, where=str(run.split("test"))))

@@ -6,6 +6,8 @@ report can be re-rendered from its JSON without touching models or predictions.
 
 from __future__ import annotations
 
+import numpy as np
+
 from adascale.data.regimes import ALL, CLOSE_CONTACT, SUBSETS
 from adascale.report.format import gain_cell, mae_cell, method_detail, number, percent, scales_text
 from adascale.scales.attribution import ORACLES
@@ -25,16 +27,25 @@ PAPER_REFINED_POOL = [0, 0.125, 0.25, 0.375, 0.5, 0.75, 1]
 
 def render_markdown(report: dict, title: str = "adascale report") -> str:
     """The whole report as one Markdown document."""
-    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report)]
-    if "refinement" in report:
-        parts.append(refinement_markdown(report))
-    if "seeds" in report:
-        parts.append(seeds_markdown(report))
-    if "deployment" in report:
-        parts.append(deployment_markdown(report))
+    parts = [f"# {title}", _intro(report), methods_markdown(report), paper_markdown(report), *section_markdowns(report)]
     if "plots" in report:
         parts.append("## Plots\n\n" + "\n".join(f"![{name}]({path})" for name, path in report["plots"].items()))
     return "\n\n".join(parts) + "\n"
+
+
+def section_markdowns(report: dict) -> list[str]:
+    """The sections a report has beyond the method and paper tables, in order: pool refinement, the
+    anchors' seeds, the deployed model's choice, the deployment modes, its pressure on the test frames and its
+    validation in MD (each only where the report holds its block)."""
+    sections = {
+        "refinement": refinement_markdown,
+        "seeds": seeds_markdown,
+        "deployed": deployed_markdown,
+        "deployment": deployment_markdown,
+        "pressure": pressure_markdown,
+        "validation": validation_section,
+    }
+    return [text for key, render in sections.items() if key in report and (text := render(report))]
 
 
 def _intro(report: dict) -> str:
@@ -55,6 +66,12 @@ def _intro(report: dict) -> str:
             "and the Seeds table gives their mean with intervals over seeds and frames: two-level bootstrap."
         )
     for name, outcome in report.get("training", {}).items():
+        stress = outcome.get("stress") or {}
+        if stress.get("stress_weight", 0) > 0 and stress.get("frames_with_stress", 0) < stress.get("frames", 0):
+            lines.append(
+                f"\nNote: {name} trained on stress for {stress['frames_with_stress']} of {stress['frames']} training frames; "
+                "the others carry no stress label (or no 3D-periodic cell) and trained on forces and energy only."
+            )
         if outcome.get("budget_hit"):
             lines.append(
                 f"\n**Warning:** training of {name} was cut by its wall-clock bound after {outcome['steps']} steps: "
@@ -172,23 +189,34 @@ def seeds_markdown(report: dict) -> str:
     return f"## Seeds\n\nTest set, {report['units']}; {how}.\n\n" + "\n".join(rows)
 
 
+def deployed_markdown(report: dict) -> str:
+    """Which model ``adascale run`` deployed, every candidate's validation MAEs it chose from, and,
+    where the run chose among tied candidates by speed, which tied, their force-call times and why."""
+    block = report["deployed"]
+    timed = "candidates" in block
+    columns = [*SUBSETS, *(["force call", "tied"] if timed else [])]
+    rows = ["| candidate (validation) | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    extra = {item["name"]: item for item in block.get("candidates", [])}
+    for name, entry in block.get("valid", {}).items():
+        mark = " (deployed)" if name == block["model"] else ""
+        cells = [number(entry.get(subset)) for subset in SUBSETS]
+        if timed:
+            cells += [_milliseconds(extra[name]["seconds_per_call"]), "yes" if extra[name]["tied"] else "no"]
+        rows.append(f"| {name}{mark} | " + " | ".join(cells) + " |")
+    head = f"## Deployed model\n\n`{block['model']}`, chosen on {block.get('chosen_on', 'validation')}; its test MAEs are the `deployed` row above."
+    if timed:
+        head += f" {block['reason']}. Rule: {block['rule']}."
+    return head + "\n\n" + "\n".join(rows)
+
+
 def deployment_markdown(report: dict) -> str:
-    """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture),
-    and which model the run deployed and why."""
+    """The two deployment modes side by side (per-atom force mixing vs conservative energy mixture)."""
     rows = ["| mode | method | all | ions | close_contact | conservative |", "|---|---|---|---|---|---|"]
     for item in report["deployment"]:
         entry = report["methods"].get(item["method"], {})
         cells = " | ".join(number(entry.get(subset)) for subset in SUBSETS)
         rows.append(f"| {item['mode']} | {item['method']} | {cells} | {'yes' if item['conservative'] else 'no'} |")
-    text = "## Deployment modes\n\n" + "\n".join(rows)
-    deployed = report.get("deployed", {})
-    if "reason" in deployed:
-        timings = ", ".join(f"{item['name']} {_milliseconds(item['seconds_per_call'])}" for item in deployed["candidates"])
-        text += (
-            f"\n\nDeployed: **{deployed['model']}**; tied on validation: {', '.join(deployed['tied'])}. "
-            f"{deployed['reason']}. Force call on one frame: {timings}. Rule: {deployed['rule']}."
-        )
-    return text
+    return "## Deployment modes\n\n" + "\n".join(rows)
 
 
 def _milliseconds(seconds: float | None) -> str:
@@ -200,3 +228,27 @@ def _improvement(baseline: float | None, value: float | None) -> str:
     if baseline is None or value is None or baseline == 0:
         return "-"
     return f"{100 * (baseline - value) / baseline:+.2f} %"
+
+
+def validation_section(report: dict) -> str:
+    """The deployed model's MD observables beside the reference force field's (``adascale validate``)."""
+    from adascale.validate.report import validation_markdown
+
+    return "## Validation in MD (the deployed model)\n\n" + validation_markdown(report["validation"], plots_prefix="validate/")
+
+
+def pressure_markdown(report: dict) -> str:
+    """The deployed model's molecular (barostat) pressure beside the reference's on the test frames
+    (empty when the test frames carry no stress)."""
+    pressure = report["pressure"]
+    if "difference" not in pressure:
+        return ""
+    difference = pressure["difference"]
+    sem = "" if difference["sem"] is None else f" ± {difference['sem']:.0f}"
+    return (
+        "## Pressure on the test frames (the deployed model)\n\n"
+        "Configurational pressure with molecules rigid (what a Monte Carlo barostat feels), from stress and forces, "
+        f"over {pressure['frames']} test frames: reference {np.mean(pressure['reference']):.0f} bar, model "
+        f"{np.mean(pressure['model']):.0f} bar; model − reference {difference['mean']:+.0f}{sem} bar "
+        f"(per frame {difference['min']:+.0f} to {difference['max']:+.0f}). A model far above the reference expands under NPT."
+    )

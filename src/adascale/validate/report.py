@@ -14,6 +14,8 @@ from adascale.files import atomic_output, write_json
 from adascale.validate import analysis
 from adascale.validate.settings import ValidateSettings
 
+VALIDATE_JSON, VALIDATE_MD = "validate.json", "validate.md"
+
 
 def _number(value: float) -> float | None:
     """JSON has no NaN or infinity: undefined values are null."""
@@ -144,10 +146,14 @@ def _pm(block: dict | None, digits: int = 3) -> str:
 
 def render_markdown(report: dict) -> str:
     """validate.md: the model and the reference side by side."""
+    return "# adascale validate\n\n" + validation_markdown(report)
+
+
+def validation_markdown(report: dict, plots_prefix: str = "") -> str:
+    """The side-by-side tables of a validation report (plots linked under ``plots_prefix``), for
+    validate.md and for a run's report.md."""
     state, protocol, stability = report["state"], report["protocol"], report["stability"]
     lines = [
-        "# adascale validate",
-        "",
         f"Model `{report.get('model', '?')}` against the reference force field (SPC/E + Joung-Cheatham, PME) in OpenMM, "
         f"{state['atoms']} atoms ({state['waters']} waters, {state['ions']} ions) at {state['temperature_K']:g} K and "
         f"{state['pressure_bar']:g} bar; same start, integrator, thermostat, barostat and seed ({protocol['seed']}). "
@@ -173,7 +179,7 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {pair} | {error} | {noise} |")
     plots = report.get("plots", {})
     if plots:
-        lines += ["", *[f"![{name}]({file})" for name, file in plots.items()]]
+        lines += ["", *[f"![{name}]({plots_prefix}{file})" for name, file in plots.items()]]
     return "\n".join(lines) + "\n"
 
 
@@ -245,6 +251,6 @@ def write_outputs(report: dict, directory: Path, json_path: Path | None = None) 
         with atomic_output(path) as tmp:
             draw(report).savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         report["plots"][name] = path.name
-    write_json(json_path or directory / "validate.json", report)
-    with atomic_output(directory / "validate.md") as tmp:
+    write_json(json_path or directory / VALIDATE_JSON, report)
+    with atomic_output(directory / VALIDATE_MD) as tmp:
         tmp.write_text(render_markdown(report))
