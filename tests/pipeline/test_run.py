@@ -101,7 +101,8 @@ def test_the_deployed_model_is_the_fastest_of_those_tied_on_validation(tiny_run)
     atoms.calc = AdaScaleCalculator.from_run(out)
     assert np.isfinite(atoms.get_forces()).all()
     text = (out / "report.md").read_text()
-    assert "| deployed |" in text and f"Deployed: **{deployed['model']}**" in text
+    assert "| deployed |" in text and f"`{deployed['model']}`, chosen on validation force MAE" in text
+    assert f"| {deployed['model']} (deployed) |" in text and deployed["reason"] in text
 
 
 def test_seeds_carry_intervals_over_seeds_and_frames(tiny_run):
