@@ -6,6 +6,8 @@ test checks the cache mechanics and the keys together without training anything.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import BaseModel
 from rich.console import Console
@@ -30,9 +32,10 @@ ALL = [
     *ADAPTIVE,
     *SEEDS,
     "deploy",
+    "pressure",
     "report",
 ]
-AFTER_TRAINING = ["predict", "refine", "route", "mixture", *SEEDS, "deploy", "report"]
+AFTER_TRAINING = ["predict", "refine", "route", "mixture", *SEEDS, "deploy", "pressure", "report"]
 
 #: Every leaf setting of RunConfig -> the stages a change of it must rerun (anchors.<i>.<field>
 #: per anchor; testbed.* for every testbed field). A new setting fails the completeness test
@@ -40,23 +43,24 @@ AFTER_TRAINING = ["predict", "refine", "route", "mixture", *SEEDS, "deploy", "re
 RERUNS: dict[str, list[str]] = {
     "testbed.*": ALL,
     "split": ALL[1:],
-    "anchors.0.seeds": [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "report"],  # a second seed: only it trains
-    "anchors.1.seeds": [f"train_{ANCHORS[1]}_seed2", *SEEDS, "deploy", "report"],  # a third seed
+    "anchors.0.seeds": [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "pressure", "report"],  # a second seed: only it trains
+    "anchors.1.seeds": [f"train_{ANCHORS[1]}_seed2", *SEEDS, "deploy", "pressure", "report"],  # a third seed
     "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
     "anchors.1.*": [f"train_{ANCHORS[1]}", f"train_{ANCHORS[1]}_seed1", *AFTER_TRAINING],
-    "route_train_frames": ["predict", "refine", "route", *SEEDS, "deploy", "report"],  # the routers' frames, not the mixture's
+    "route_train_frames": ["predict", "refine", "route", *SEEDS, "deploy", "pressure", "report"],  # the routers' frames, not the mixture's
     "refine_max_size": ["refine", "route", "adaptive_analysis", "report"],
     "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
-    "mixture.*": ["mixture", "deploy", "report"],
-    "adaptive.name": [*ADAPTIVE, "deploy", "report"],
-    "adaptive.config": [*ADAPTIVE, "deploy", "report"],
-    "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "report"],
-    "adaptive.router_overrides": ADAPTIVE[1:] + ["deploy", "report"],
+    "mixture.*": ["mixture", "deploy", "pressure", "report"],
+    "adaptive.name": [*ADAPTIVE, "deploy", "pressure", "report"],
+    "adaptive.config": [*ADAPTIVE, "deploy", "pressure", "report"],
+    "adaptive.trunk_overrides": [*ADAPTIVE, "deploy", "pressure", "report"],
+    "adaptive.router_overrides": ADAPTIVE[1:] + ["deploy", "pressure", "report"],
     "adaptive.grid_points": ["adaptive_analysis", "report"],
-    "units": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "deploy", "report"],  # gains are fractions
-    "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "seed_null", "deploy", "report"],
+    "units": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "deploy", "pressure", "report"],  # gains are fractions
+    "bootstrap": ["refine", "route", "mixture", "adaptive_analysis", "seeds", "seed_null", "deploy", "pressure", "report"],
     "null_anchor": [],  # named as the default picks it (long_range): the same seed null, nothing reruns
     "threads": [],
+    "validation": ["validate", "report"],  # a validate block adds the stage
     "data": ALL[1:],  # the user's frames replace the testbed: from the split on
 }
 
@@ -65,6 +69,8 @@ def leaf_settings(value: object, prefix: str = "") -> dict[str, object]:
     """Dotted path -> value of every leaf setting of a config (lists of models by index)."""
     if isinstance(value, BaseModel):
         items = {name: getattr(value, name) for name in type(value).model_fields}
+    elif dataclasses.is_dataclass(value):
+        items = {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
     elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
         items = {str(i): item for i, item in enumerate(value)}
     else:
@@ -89,6 +95,12 @@ def changed(path: str, value: object) -> object:
         return "float64"
     if path == "mixture.feature_radii":
         return (2.5, 3.5)
+    if path == "validation":
+        return {"protocol": {"npt_prod_ps": 1.0, "nvt_prod_ps": 1.0}}
+    if path == "testbed.labels":
+        return "amoeba"
+    if path == "testbed.volume_span":
+        return value / 2
     if path == "data":
         return {"file": __file__}  # stand-in work never reads it; its bytes key the split
     if isinstance(value, bool):
@@ -172,7 +184,7 @@ def test_the_mixture_router_radii_rule_enters_the_mixture_key(tmp_path, monkeypa
 
     assert reran(tmp_path, BASE) == ALL
     monkeypatch.setattr(mixture, "FEATURE_RADII_FRACTIONS", (0.5, 1.0))
-    assert reran(tmp_path, BASE) == ["mixture", "deploy", "report"]
+    assert reran(tmp_path, BASE) == ["mixture", "deploy", "pressure", "report"]
 
 
 def test_seed_zero_keeps_its_key_and_the_null_anchor_reruns_only_the_seed_null(tmp_path):
@@ -180,10 +192,10 @@ def test_seed_zero_keeps_its_key_and_the_null_anchor_reruns_only_the_seed_null(t
     choosing another anchor's seeds for the null recomputes the null and the report only."""
     single = with_setting(BASE, "anchors.1.seeds", 1)
     assert reran(tmp_path, single) == [s for s in ALL if s not in (f"train_{ANCHORS[1]}_seed1", *SEEDS)]
-    assert reran(tmp_path, BASE) == [f"train_{ANCHORS[1]}_seed1", *SEEDS, "deploy", "report"]
+    assert reran(tmp_path, BASE) == [f"train_{ANCHORS[1]}_seed1", *SEEDS, "deploy", "pressure", "report"]
     both = with_setting(BASE, "anchors.0.seeds", 2)
     assert both.seed_null_anchor().name == ANCHORS[1]  # the longest range with two seeds
-    assert reran(tmp_path, both) == [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "report"]
+    assert reran(tmp_path, both) == [f"train_{ANCHORS[0]}_seed1", *SEEDS, "deploy", "pressure", "report"]
     assert reran(tmp_path, with_setting(both, "null_anchor", ANCHORS[0])) == ["seed_null", "report"]
 
 
