@@ -47,7 +47,15 @@ RERUNS: dict[str, list[str]] = {
     "anchors.1.seeds": [f"train_{ANCHORS[1]}_seed2", *SEEDS, "deploy", "pressure", "report"],  # a third seed
     "anchors.0.*": [f"train_{ANCHORS[0]}", *AFTER_TRAINING],
     "anchors.1.*": [f"train_{ANCHORS[1]}", f"train_{ANCHORS[1]}_seed1", *AFTER_TRAINING],
-    "route_train_frames": ["predict", "refine", "route", *SEEDS, "deploy", "pressure", "report"],  # the routers' frames, not the mixture's
+    "route_train_frames": [
+        "predict",
+        "refine",
+        "route",
+        *SEEDS,
+        "deploy",
+        "pressure",
+        "report",
+    ],  # the routers' frames, not the mixture's
     "refine_max_size": ["refine", "route", "adaptive_analysis", "report"],
     "refine_tol": ["refine", "route", "adaptive_analysis", "report"],
     "mixture.*": ["mixture", "deploy", "pressure", "report"],
