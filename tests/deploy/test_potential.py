@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from adascale.deploy.calculator import AdaScaleCalculator, load_model
 from adascale.deploy.md import run_md
 from adascale.deploy.potential import Potential
 from adascale.errors import AdaScaleError
 from adascale.models.io import save_model
-from models.branch_checks import water_ion_frame
+from models.branch_checks import SPECIES, water_ion_frame
 
 
 def test_skin_list_gives_the_fresh_lists_forces_at_every_step(mixture):
@@ -67,3 +68,20 @@ def test_unknown_species_are_refused(mixture):
     atoms.numbers[0] = 19  # K: not in the model
     with pytest.raises(AdaScaleError, match=r"\[19\] unknown to this model"):
         AdaScaleCalculator(mixture).get_forces(atoms)
+
+
+def test_a_long_range_model_that_has_run_can_still_be_deployed():
+    """torch-pme keeps the last call's interpolation weights (a non-leaf tensor) on a PME model, which
+    copy.deepcopy refuses; a Potential copies the model through its config and state_dict instead."""
+    from adascale.models.inference import module_forces
+    from adascale.models.long_range import LongRangePaiNN
+
+    torch.manual_seed(0)
+    branch = LongRangePaiNN(SPECIES, cutoff=4.0, features=8, interactions=1, average_neighbours=10.0, electrostatics="pme")
+    frame = water_ion_frame(8, 1, 9.0, seed=2)
+    before = Potential(branch, dtype="float64", skin=0.0).compute(frame.numbers, frame.positions, frame.cell, frame.pbc)
+    module_forces(branch.eval(), [frame], name="long_range")  # the model has run
+    potential = Potential(branch, dtype="float64", skin=0.0)
+    assert potential.model is not branch and next(potential.model.parameters()).dtype == torch.float64
+    after = potential.compute(frame.numbers, frame.positions, frame.cell, frame.pbc)
+    np.testing.assert_allclose(after.forces, before.forces, rtol=1e-10, atol=1e-12)

@@ -20,7 +20,6 @@ Devices: every tensor the models make follows its input's device, so a float32 m
 reorders them); a float64 model declares the CPU only, as adascale runs float64 on the CPU only.
 """
 
-import copy
 from pathlib import Path
 from typing import Dict, List, Optional  # noqa: UP035 - metatomic checks forward() against typing.List / Dict
 
@@ -34,6 +33,7 @@ from adascale.errors import AdaScaleError
 from adascale.files import atomic_output
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
+from adascale.models.io import copy_model
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cuda", "cpu")  # the device types a float32 model declares, in the default order of preference
@@ -130,7 +130,7 @@ def atomistic_model(model: Branch, *, dtype: str = "float32", name: str = "", de
     if dtype not in DTYPES:
         raise AdaScaleError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     devices = supported_devices(dtype, device)
-    module = MetatomicEnergy(copy.deepcopy(model).to(getattr(torch, dtype)).eval()).eval()
+    module = MetatomicEnergy(copy_model(model).to(getattr(torch, dtype)).eval()).eval()
     capabilities = ModelCapabilities(
         outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
         atomic_types=list(model.species),

@@ -30,7 +30,6 @@ Two modes for a mixture:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from adascale.deploy.verlet import VerletList
 from adascale.errors import AdaScaleError
 from adascale.models.base import Branch
 from adascale.models.batch import AtomsBatch
+from adascale.models.io import copy_model
 from adascale.runtime import check_precision, resolve_device
 
 MODES = ("conservative", "force_mixing")
@@ -85,7 +85,7 @@ class Potential:
         self.dtype = getattr(torch, dtype)
         self.device = resolve_device(device)
         check_precision(self.device, self.dtype)
-        self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()  # the caller's model stays as it is
+        self.model = copy_model(model).to(device=self.device, dtype=self.dtype).eval()  # the caller's model stays as it is
         self.mode = mode
         self.neighbours = VerletList(self.model.cutoff, skin)
         self.species = set(self.model.species)

@@ -61,6 +61,19 @@ def build_model(config: Mapping) -> nn.Module:
         raise AdaScaleError(f"invalid settings for a {kind} model: {exc}") from None
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of a model, rebuilt from its config and state_dict (the saved format, in memory).
+
+    ``copy.deepcopy`` fails on a model that has run: torch-pme's mesh interpolator keeps the last
+    call's interpolation weights, a non-leaf tensor that torch refuses to deep-copy."""
+    clone = build_model(model.config())
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        clone = clone.to(dtype=parameter.dtype)
+    clone.load_state_dict(model.state_dict())
+    return clone.train(model.training)
+
+
 def save_model(directory: str | os.PathLike, model: nn.Module, metadata: dict | None = None) -> None:
     """Write ``weights.pt`` then ``model.json`` into ``directory`` (created if needed), each atomically.
 
