@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tiny_models import make_mixture
 
 from adascale.models.mixture import AdaptiveMixture
+from deploy.tiny_models import make_mixture
 from models.branch_checks import water_ion_frame
 
 

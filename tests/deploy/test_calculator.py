@@ -7,13 +7,13 @@ import pytest
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.verlet import VelocityVerlet
-from tiny_models import make_branches
 
 import adascale
 from adascale.deploy.calculator import AdaScaleCalculator
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import save_model
+from deploy.tiny_models import make_branches
 from models.branch_checks import water_ion_frame
 
 

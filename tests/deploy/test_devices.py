@@ -12,7 +12,6 @@ import pytest
 import torch
 from metatomic.torch import load_atomistic_model
 from metatomic_ase import MetatomicCalculator
-from tiny_models import make_branches
 from typer.testing import CliRunner
 
 from adascale.cli import app
@@ -24,6 +23,7 @@ from adascale.deploy.potential import Potential
 from adascale.errors import AdaScaleError
 from adascale.models.inference import model_forces, module_forces
 from adascale.models.io import save_model
+from deploy.tiny_models import make_branches
 from training.tiny_data import labelled_frames
 
 CUDA = torch.cuda.is_available()

@@ -11,7 +11,6 @@ import torch
 from metatensor.torch import Labels, TensorBlock
 from metatomic.torch import ModelEvaluationOptions, ModelOutput, System, load_atomistic_model
 from metatomic_ase import MetatomicCalculator
-from tiny_models import make_branches
 from typer.testing import CliRunner
 
 from adascale.cli import app
@@ -22,6 +21,7 @@ from adascale.errors import AdaScaleError
 from adascale.models.io import save_model
 from adascale.models.long_range import LongRangePaiNN
 from adascale.models.scale_conditioned import ScaleConditionedPaiNN
+from deploy.tiny_models import make_branches
 from models.branch_checks import SPECIES, water_ion_frame
 from models.test_scale_conditioned import make_model as make_scale_conditioned
 

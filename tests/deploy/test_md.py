@@ -9,7 +9,6 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.constraints import FixBondLengths
 from ase.geometry import find_mic
 from ase.io import read, write
-from tiny_models import make_branches
 from typer.testing import CliRunner
 
 import adascale
@@ -19,6 +18,7 @@ from adascale.deploy.md import run_md
 from adascale.deploy.rigid_water import find_waters
 from adascale.errors import AdaScaleError
 from adascale.models.io import save_model
+from deploy.tiny_models import make_branches
 from models.branch_checks import water_ion_frame
 
 pytestmark = pytest.mark.integration  # MD through ASE

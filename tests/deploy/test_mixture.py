@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read
-from tiny_models import TINY, make_mixture
 
 from adascale.data.frames import Frame, read_frames, write_frames
 from adascale.deploy.calculator import AdaScaleCalculator
@@ -14,6 +13,7 @@ from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
 from adascale.models.io import load_model, save_model
 from adascale.models.mixture import AdaptiveMixture
+from deploy.tiny_models import TINY, make_mixture
 from models.branch_checks import BranchChecks, water_ion_frame
 
 

@@ -88,12 +88,18 @@ class Branch(nn.Module):
 
     @torch.jit.unused  # Python only; exported models call atom_energies (the engine takes the gradient)
     def forward(self, batch: AtomsBatch) -> dict[str, Tensor]:
-        """Energies (B,) eV, forces (n, 3) eV/Å = -dE/dR, atom energies (n,) eV, features (n, F).
+        """Energies (B,) eV, forces (n, 3) eV/Å = -dE/dR, atom energies (n,) eV, features (n, F);
+        and, when the batch's cell requires grad, the virial (B, 3, 3) eV = dE/dε, the derivative
+        with respect to a symmetric homogeneous strain of cell and atoms (stress = virial / V).
 
-        In training mode the force graph is kept (create_graph) so a force loss can be
-        back-propagated; in eval mode the outputs are detached.
+        The virial comes from the same backward pass as the forces: for positions r (rows) and
+        cell rows h, dE/dε = sym(Σ_i r_i ⊗ ∂E/∂r_i + Σ_k h_k ⊗ ∂E/∂h_k), exact because every
+        periodic image enters through integer shifts times the cell. In training mode the graph is
+        kept (create_graph) so force and stress losses can be back-propagated; in eval mode the
+        outputs are detached.
         """
         batch = batch.within(self.cutoff)
+        with_virial = batch.cell.requires_grad
         with torch.enable_grad():
             positions = batch.positions
             if not positions.requires_grad:
@@ -102,8 +108,18 @@ class Branch(nn.Module):
             atom_energy, features = self.atom_energies(batch)
             energy = torch.zeros(batch.n_frames, dtype=atom_energy.dtype, device=atom_energy.device)
             energy = energy.index_add(0, batch.frame_index, atom_energy)
-            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)
+            inputs = [positions, batch.cell] if with_virial else [positions]
+            gradients = torch.autograd.grad([energy.sum()], inputs, create_graph=self.training)
+        gradient = gradients[0]
+        assert gradient is not None
         out = {"energy": energy, "forces": -gradient, "atom_energy": atom_energy, "features": features}
+        if with_virial:
+            cell_gradient = gradients[1]
+            assert cell_gradient is not None
+            atomic = positions.unsqueeze(2) * gradient.unsqueeze(1)  # (n, 3, 3): r_i ⊗ ∂E/∂r_i
+            virial = torch.zeros(batch.n_frames, 3, 3, dtype=energy.dtype, device=energy.device)
+            virial = virial.index_add(0, batch.frame_index, atomic) + torch.bmm(batch.cell.transpose(1, 2), cell_gradient)
+            out["virial"] = 0.5 * (virial + virial.transpose(1, 2))
         if not self.training:
             out = {key: value.detach() for key, value in out.items()}
         return out

@@ -181,15 +181,6 @@ class AtomsBatch:
         )
 
     @torch.jit.unused
-    def strained(self, strain: Tensor) -> AtomsBatch:
-        """The batch homogeneously deformed by (1 + sym(strain)) per frame: strain (B, 3, 3), cell and all atoms.
-
-        At strain 0 it is the same configuration; d(energy)/d(strain) / volume is then ASE's stress.
-        """
-        deformation = torch.eye(3, dtype=strain.dtype, device=strain.device) + 0.5 * (strain + strain.transpose(1, 2))
-        positions = torch.einsum("ni,nij->nj", self.positions, deformation[self.frame_index])
-        return self.with_positions(positions, torch.bmm(self.cell, deformation))
-
     def with_positions(self, positions: Tensor, cell: Tensor | None = None) -> AtomsBatch:
         """The same batch with other positions (n, 3) (e.g. a tensor that requires grad) and optionally another cell (B, 3, 3)."""
         return AtomsBatch(

@@ -99,9 +99,8 @@ class FrameTask:
         data = self.train_set.batch(local)
         atoms = data.atoms.to(self.context.device)
         stressed = s.stress_weight > 0 and bool(self.train_set.has_stress[local].any())
-        if stressed:
-            strain = torch.zeros(atoms.n_frames, 3, 3, dtype=self.dtype, device=self.context.device, requires_grad=True)
-            atoms = atoms.strained(strain)
+        if stressed:  # a cell that requires grad asks the model for its virial (the same backward pass as the forces)
+            atoms = atoms.with_positions(atoms.positions, atoms.cell.detach().requires_grad_(True))
         out = self.parallel_model(atoms)
         reference = data.forces.to(self.context.device)
         error = out["forces"] - reference
@@ -116,7 +115,7 @@ class FrameTask:
             per_atom = (out["energy"] - data.energy.to(self.context.device)) / data.atoms.atoms_per_frame().to(out["energy"])
             loss = loss + s.energy_weight * (per_atom**2).sum() / len(items)
         if stressed:
-            loss = loss + s.stress_weight * self._stress_loss(out["energy"], strain, data, items)
+            loss = loss + s.stress_weight * self._stress_loss(out["virial"], data, items)
         objective = loss * world  # DDP averages over processes: the gradient of the global batch
         auxiliary = getattr(self.model, "auxiliary_loss", None)
         if auxiliary is not None:
@@ -126,9 +125,9 @@ class FrameTask:
         stats = torch.tensor([float(loss.detach()), float(error.detach().abs().sum()), float(error.numel())], dtype=torch.float64)
         return objective, stats
 
-    def _stress_loss(self, energy: Tensor, strain: Tensor, data: LabelledBatch, items: np.ndarray) -> Tensor:
-        """Sum over this process's labelled frames of the mean squared virial-per-atom error (eV^2), over the global count."""
-        (virial,) = torch.autograd.grad(energy.sum(), strain, create_graph=True)  # (B, 3, 3) eV: dE/dε
+    def _stress_loss(self, virial: Tensor, data: LabelledBatch, items: np.ndarray) -> Tensor:
+        """Sum over this process's labelled frames of the mean squared virial-per-atom error (eV^2), over the
+        global count; ``virial`` (B, 3, 3) eV = dE/dε from the model."""
         volume = torch.linalg.det(data.atoms.cell.to(virial)).abs()
         reference = data.stress.to(virial) * volume[:, None, None]
         labelled = ~torch.isnan(reference).any(dim=2).any(dim=1)
