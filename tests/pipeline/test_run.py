@@ -15,7 +15,7 @@ from adascale.cli import app
 from adascale.data.frames import read_frames, write_frames
 from adascale.data.user_data import file_sha256
 from adascale.errors import AdaScaleError
-from adascale.pipeline import evaluate_run, load_run_config, run_config, run_pipeline, stages, with_data
+from adascale.pipeline import deployment, evaluate_run, load_run_config, run_config, run_pipeline, stages, with_data
 from adascale.predictions import PredictionSet
 
 pytestmark = pytest.mark.integration  # whole pipeline runs (the tiny_run fixture)
@@ -179,7 +179,7 @@ def test_the_same_seed_gives_the_same_report(tiny_run, tmp_path, monkeypatch):
     out, config, report = tiny_run
     timings = {item["name"]: item["seconds_per_call"] for item in report["deployed"]["candidates"]}
     names = iter(report["deployed"]["valid"])  # deploy times its candidates in this order
-    monkeypatch.setattr(stages, "force_call_seconds", lambda directory, frame: timings[next(names)])
+    monkeypatch.setattr(deployment, "force_call_seconds", lambda directory, frame: timings[next(names)])
     again = tmp_path / "again"
     shutil.copytree(out / "data", again / "data")
     for stage in ("testbed", "split"):

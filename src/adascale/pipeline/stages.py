@@ -18,9 +18,7 @@ changes nothing downstream.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,10 +28,9 @@ import yaml
 from rich.console import Console
 
 from adascale.data.frames import Frame, read_frames
-from adascale.data.regimes import SUBSETS
-from adascale.errors import AdaScaleError
 from adascale.files import atomic_output, write_json
 from adascale.layout import SPLITS, RunLayout
+from adascale.pipeline import deployment, seeds
 from adascale.pipeline.cache import StageRunner
 from adascale.pipeline.config import AdaptiveSettings, RunConfig
 from adascale.pipeline.plan import stage_plan
@@ -71,16 +68,16 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
         **({} if config.adaptive is None else _adaptive_work(run, config, config.adaptive)),
         **(
             {
-                "predict_seeds": lambda: _predict_seeds(run, config),
-                "seeds": lambda: _seeds(run, config),
-                "seed_null": lambda: _seed_null(run, config),
+                "predict_seeds": lambda: seeds.predict_seeds(run, config),
+                "seeds": lambda: seeds.seed_intervals(run, config),
+                "seed_null": lambda: seeds.seed_null_stage(run, config),
             }
             if config.seeded_anchors()
             else {}
         ),
-        "deploy": lambda: _deploy(run, config),
-        "pressure": lambda: _pressure(run),
-        **({} if config.validation is None else {"validate": lambda: _validate(run, config)}),
+        "deploy": lambda: deployment.deploy(run, config),
+        "pressure": lambda: deployment.pressure(run),
+        **({} if config.validation is None else {"validate": lambda: deployment.validate_deployed(run, config)}),
         "report": lambda: write_run_report(run, config, stages.timings, command),
     }
     stages.run_plan(stage_plan(config), work)
@@ -255,179 +252,3 @@ def _adaptive_analysis(run: RunLayout, config: RunConfig, adaptive: AdaptiveSett
         tol=config.refine_tol,
     )
     write_json(run.adaptive, report)
-
-
-#: How the seed-aware intervals are made (seeds.json, report.json ``seeds``, report.md).
-SEEDS_HOW = (
-    "intervals over seeds and frames: two-level bootstrap (each resample draws the seeds with replacement and, "
-    "independently, whole frames; the statistic is the mean over the drawn seeds of their MAE on the drawn frames)"
-)
-
-
-def _predict_seeds(run: RunLayout, config: RunConfig) -> None:
-    """Every seed of each anchor with several, on valid and test: a PredictionSet per anchor and
-    split (seed 0 first). Seed 0's forces are the run's own predictions (the numbers of its
-    ``fixed_s`` rows); the other seeds' are computed on the same frames."""
-    from adascale.models.inference import model_forces
-
-    names = [anchor.name for anchor in config.anchors]
-    for split in ("valid", "test"):
-        anchors = load_predictions(run, split)
-        frames = read_frames(run.split(split))
-        for anchor in config.seeded_anchors():
-            others = [
-                np.concatenate(model_forces(run.seed_branch(anchor.name, seed), frames, path=run.split(split)).forces)
-                for seed in range(1, anchor.seeds)
-            ]
-            seeds = dataclasses.replace(
-                anchors,
-                pred=np.stack([anchors.pred[names.index(anchor.name)], *others]),
-                scales=PredictionSet.default_scales(anchor.seeds),
-                branch_names=anchor.model_names(),
-                metadata={key: anchors.metadata[key] for key in ("data", "ion_species", "close_contact_nm")}
-                | {"seeds_of": anchor.name},
-                extras={},
-            )
-            run.seed_predictions(anchor.name, split).parent.mkdir(parents=True, exist_ok=True)
-            seeds.save(run.seed_predictions(anchor.name, split))
-
-
-def _seeds(run: RunLayout, config: RunConfig) -> None:
-    """seeds.json: per anchor with several seeds and per split (valid, test), the MAEs of every
-    seed and of their mean with intervals over seeds and frames (``seed_frame_bootstrap``)."""
-    from adascale.scales.metrics import seed_frame_bootstrap
-    from adascale.units import force_unit_factor
-
-    blocks = {}
-    for anchor in config.seeded_anchors():
-        block = {"seeds": anchor.seeds, "models": anchor.model_names()}
-        for split in ("valid", "test"):
-            seeds = PredictionSet.load(run.seed_predictions(anchor.name, split))
-            losses = np.abs(seeds.pred - seeds.ref[None]).mean(axis=-1)  # (seeds, N) eV/Å
-            block[split] = seed_frame_bootstrap(
-                list(losses), seeds.frame, seeds.masks(), n_resamples=config.bootstrap, factor=force_unit_factor(config.units)
-            )
-        blocks[anchor.name] = block
-    write_json(run.seeds, {"units": config.units, "how": SEEDS_HOW, "anchors": blocks})
-
-
-def seed_pair(seeds: PredictionSet) -> PredictionSet:
-    """Seeds 0 and 1 of an anchor's seed set: two models of one scale, the seed null's pair."""
-    return dataclasses.replace(
-        seeds, pred=seeds.pred[:2], scales=PredictionSet.default_scales(2), branch_names=seeds.branch_names[:2]
-    )
-
-
-def _seed_null(run: RunLayout, config: RunConfig) -> None:
-    """seed_null.json: the oracle gains of the scale pair (the anchors) set against those of seeds
-    0 and 1 of the null anchor, each pair's best_global_s fitted on validation, reported on test."""
-    from adascale.scales.analysis import seed_null
-
-    anchor = config.seed_null_anchor()
-    pair = {split: seed_pair(PredictionSet.load(run.seed_predictions(anchor.name, split))) for split in ("valid", "test")}
-    label = f"seeds 0 and 1 of {anchor.name}"
-    report = seed_null(
-        load_predictions(run, "test"),
-        pair["test"],
-        load_predictions(run, "valid"),
-        pair["valid"],
-        fit_label="validation set",
-        null_label=f"{label}, test set",
-        null_fit_label=f"{label}, validation set",
-        n_resamples=config.bootstrap,
-    )
-    write_json(run.seed_null, report)
-
-
-def deployment_candidates(run: RunLayout, config: RunConfig) -> dict[str, Path]:
-    """Every model of a run that may be deployed: the anchors (seed 0 of each) and the adaptive models."""
-    candidates = {anchor.name: run.branch(anchor.name) for anchor in config.anchors}
-    candidates["mixture"] = run.mixture
-    if config.adaptive is not None:
-        candidates[config.adaptive.name] = run.branch(config.adaptive.name)
-    return candidates
-
-
-#: deploy.json / report.json ``deployed.chosen_on``.
-CHOSEN_ON = (
-    "validation force MAE, all atoms: of the candidates within the best's interval (over seeds and frames when "
-    "the best is an anchor with several seeds, else over frames), the fastest force call"
-)
-
-
-def _deploy(run: RunLayout, config: RunConfig) -> None:
-    """Score every candidate on validation, copy the chosen one to ``deployed/`` and report it on test.
-
-    The candidates whose validation MAE (all atoms) lies within the best's 95 % interval tie
-    (:func:`adascale.scales.ties.choose_fastest`): the interval over seeds and frames when the
-    best is an anchor with several seeds, else its frame-bootstrap interval. Only the tie-break
-    uses time: of the tied candidates, the one whose energy + forces call on one validation frame
-    is fastest (through :class:`~adascale.deploy.potential.Potential`, float32, as MD runs it;
-    the median of a few calls after a warm-up) is deployed. Timings depend on the machine, so
-    speeds within the chooser's tolerance count as equal (then the lower MAE wins), and
-    deploy.json records every timing and why it chose.
-    """
-    from adascale.models.io import MODEL_FILE, WEIGHTS_FILE, load_model
-    from adascale.scales.evaluate import losses_entry, sample_losses
-    from adascale.scales.ties import choose_fastest
-
-    valid, test = (read_frames(run.split(split)) for split in ("valid", "test"))
-    context = config.report_context()
-    candidates = deployment_candidates(run, config)
-    scores = {name: losses_entry(sample_losses(load_model(path), valid), valid, context) for name, path in candidates.items()}
-    seeded = json.loads(run.seeds.read_text())["anchors"] if config.seeded_anchors() else {}
-    intervals = {name: (seeded[name]["valid"] if name in seeded else scores[name])["ci"]["all"] for name in scores}
-    seconds = {name: force_call_seconds(path, valid[0]) for name, path in candidates.items()}
-    choice = choose_fastest({name: {"mae": scores[name]["all"], "ci": intervals[name]} for name in scores}, seconds)
-    chosen = choice.pop("model")
-    staging = run.deployed_staging
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in (MODEL_FILE, WEIGHTS_FILE):
-        shutil.copy2(candidates[chosen] / name, staging / name)
-    shutil.rmtree(run.deployed, ignore_errors=True)
-    staging.rename(run.deployed)
-    losses = sample_losses(load_model(run.deployed), test)
-    np.save(run.deployed_test_losses, losses)
-    deployed = losses_entry(losses, test, context, model=chosen)
-    selection = {name: {subset: entry[subset] for subset in SUBSETS} for name, entry in scores.items()}
-    write_json(run.deploy, {"model": chosen, "chosen_on": CHOSEN_ON, **choice, "valid": selection, "test": deployed})
-
-
-def force_call_seconds(directory: Path, frame: Frame) -> float:
-    """Wall seconds of one energy + forces call of the model in ``directory`` on ``frame`` as MD
-    makes it (:class:`~adascale.deploy.potential.Potential`, float32, Verlet list kept between calls)."""
-    from adascale.deploy.calculator import load_model
-    from adascale.deploy.potential import Potential
-    from adascale.scales.ties import seconds_per_call
-
-    potential = Potential(load_model(directory), dtype="float32")
-    return seconds_per_call(lambda: potential.compute(frame.numbers, frame.positions, frame.cell, frame.pbc))
-
-
-def _validate(run: RunLayout, config: RunConfig) -> None:
-    """``adascale validate`` of the deployed model from a test frame, into ``validate/``."""
-    from adascale.validate import validate_model
-    from adascale.validate.settings import ValidateSettings
-
-    settings = ValidateSettings.model_validate(config.validation.model_dump(exclude={"frame"}))
-    frames = read_frames(run.split("test"))
-    if not -len(frames) <= config.validation.frame < len(frames):
-        raise AdaScaleError(f"validate.frame {config.validation.frame}: the test set has {len(frames)} frames")
-    where = f"{run.split('test')}: frame {config.validation.frame}"
-    validate_model(run.deployed, frames[config.validation.frame], settings, out_dir=run.validation, where=where)
-
-
-def _pressure(run: RunLayout) -> None:
-    """The deployed model's molecular pressure beside the labels' on the test frames (when they carry
-    stress): what a barostat will feel, measured without MD."""
-    from adascale.deploy.potential import Potential
-    from adascale.models.io import load_model
-    from adascale.validate.pressure import pressure_check
-
-    frames = read_frames(run.split("test"))
-    if not all(frame.stress is not None and frame.pbc.all() for frame in frames):
-        write_json(run.pressure, {"skipped": "the test frames carry no stress labels (or are not periodic in 3D)"})
-        return
-    potential = Potential(load_model(run.deployed), dtype="float64", skin=0.0)
-    write_json(run.pressure, pressure_check(potential, frames, where=str(run.split("test"))))
