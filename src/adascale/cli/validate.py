@@ -62,6 +62,7 @@ def validate(
     from adascale.data.frames import read_frames
     from adascale.deploy.calculator import deployed_model_dir
     from adascale.errors import AdaScaleError
+    from adascale.layout import RunLayout
     from adascale.report.console import report_console
     from adascale.runtime import set_threads
     from adascale.validate import settings_from, validate_model
@@ -88,7 +89,7 @@ def validate(
     if data is None:
         if run is None:
             raise AdaScaleError("--model needs --data FILE, the starting frame")
-        data = run / "data" / "test.extxyz"
+        data = RunLayout(run).split("test")
         if not data.is_file():
             raise AdaScaleError(f"{run}: no test frames at {data}; give the starting frame with --data FILE")
     frames = read_frames(data, require_forces=False)
