@@ -24,7 +24,7 @@ from adascale.data.user_data import DataSettings, ion_numbers
 from adascale.errors import AdaScaleError
 from adascale.layout import seed_model_name
 from adascale.scales.metrics import ReportContext
-from adascale.training.config import apply_override, validation_problems
+from adascale.training.config import validated, validation_problems
 from adascale.training.mixture import MixtureSettings
 from adascale.validate.settings import ValidateSettings
 
@@ -167,12 +167,7 @@ def run_config(
 ) -> RunConfig:
     """The default run with ``update`` merged onto it and ``key=value`` ``overrides`` applied, validated."""
     raw = merged(yaml.safe_load(_builtin_text("default")), update or {})
-    for item in overrides:
-        apply_override(raw, item)
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise AdaScaleError(f"{where}: invalid run config: {validation_problems(exc)}") from None
+    return validated(RunConfig, raw, overrides, where=f"{where}: invalid run config")
 
 
 def load_run_config(source: str | Path | None, quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -182,12 +182,7 @@ def load_config(source: str | Path | None = None, overrides: list[str] | tuple[s
     Any problem becomes one AdaScaleError line naming the source and the field.
     """
     raw, where = _read_source(source)
-    for item in overrides:
-        apply_override(raw, item)
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise AdaScaleError(f"{where}: invalid config: {validation_problems(exc)}") from None
+    return validated(TrainConfig, raw, overrides, where=f"{where}: invalid config")
 
 
 def config_to_yaml(config: TrainConfig) -> str:
@@ -215,13 +210,18 @@ def describe_settings(settings: type[BaseModel] = TrainConfig) -> str:
 
 def settings_with_overrides(settings: type[SettingsT], overrides: list[str] | tuple[str, ...]) -> SettingsT:
     """``settings`` (a pydantic model) at its defaults with ``key=value`` ``overrides`` (``--set``), validated."""
-    raw: dict = {}
+    return validated(settings, {}, overrides, where="--set: invalid settings")
+
+
+def validated(settings: type[SettingsT], raw: dict, overrides: list[str] | tuple[str, ...] = (), *, where: str) -> SettingsT:
+    """``raw`` with ``key=value`` ``overrides`` applied, validated as ``settings``; any problem is one
+    AdaScaleError line, ``where: field.path: message; ...`` (every settings loader goes through here)."""
     for item in overrides:
         apply_override(raw, item)
     try:
         return settings.model_validate(raw)
     except ValidationError as exc:
-        raise AdaScaleError(f"--set: invalid settings: {validation_problems(exc)}") from None
+        raise AdaScaleError(f"{where}: {validation_problems(exc)}") from None
 
 
 def validation_problems(exc: ValidationError) -> str:

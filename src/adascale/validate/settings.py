@@ -24,8 +24,6 @@ import json
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adascale.errors import AdaScaleError
-
 #: Validation output format version; bump when a change alters the cached reference runs.
 VALIDATE_VERSION = 1
 
@@ -105,16 +103,6 @@ class ValidateSettings(_Strict):
 
 def settings_from(overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> ValidateSettings:
     """Settings from ``key=value`` overrides (dotted keys, YAML values, e.g. protocol.nvt_prod_ps=3) on ``base``."""
-    from pydantic import ValidationError
+    from adascale.training.config import validated
 
-    from adascale.training.config import apply_override
-
-    raw = dict(base or {})
-    for item in overrides:
-        apply_override(raw, item)
-    try:
-        return ValidateSettings.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise AdaScaleError(f"validate settings: {where + ': ' if where else ''}{error['msg']}") from None
+    return validated(ValidateSettings, dict(base or {}), overrides, where="validate settings")
