@@ -230,15 +230,21 @@ def _without_gen_keys(frame: Frame) -> Frame:
     return frame
 
 
-def _simulate(settings: NaClSettings, threads_per_replica: int, progress: bool) -> list[Frame]:
-    """All replicas' frames in replica order, with a progress bar in simulated picoseconds."""
+def simulated_time_progress(enabled: bool = True):
+    """A rich Progress whose bars count simulated picoseconds, with elapsed time and ETA (every MD phase
+    adascale runs: the testbed's replicas, validation's NPT and NVT runs)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} ps"))
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def _simulate(settings: NaClSettings, threads_per_replica: int, progress: bool) -> list[Frame]:
+    """All replicas' frames in replica order, with a progress bar in simulated picoseconds."""
     levels = [min(len(settings.volume_factors()), n) for n in settings.replica_frames()]
     total_ps = settings.replicas * settings.equil_ps + sum(levels) * settings.level_equil_steps * TIMESTEP_PS
     total_ps += settings.frames * settings.stride_ps
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} ps"))
-    with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress) as bar:
+    with simulated_time_progress(progress) as bar:
         task = bar.add_task(f"NaCl(aq) testbed, {settings.replicas} replica(s)", total=total_ps)
         advance = functools.partial(bar.advance, task)
         if settings.replicas == 1:

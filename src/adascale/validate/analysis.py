@@ -29,6 +29,11 @@ WATER_PAIRS = ("O-O", "O-H", "H-H")
 A2_PER_PS_IN_1E9_M2_S = 10.0  # 1 Å²/ps = 1e-8 m²/s
 
 
+def production(times: np.ndarray, equil_ps: float) -> np.ndarray:
+    """Mask of the samples at ``times`` (ps) after the first ``equil_ps`` of equilibration."""
+    return np.asarray(times) >= equil_ps - 1e-9
+
+
 def block_mean(values: np.ndarray, blocks: int) -> tuple[float, float]:
     """(mean, standard error) of a correlated series from ``blocks`` consecutive block means."""
     means = np.array([block.mean(axis=0) for block in np.array_split(np.asarray(values, dtype=float), blocks)])

@@ -24,7 +24,7 @@ from adascale.files import atomic_write_bytes
 from adascale.validate import analysis
 from adascale.validate.report import assemble
 from adascale.validate.settings import ValidateSettings
-from adascale.validate.simulate import Trace, reference_system, run_phase
+from adascale.validate.simulate import reference_system, run_phase
 
 REFERENCE_SPECIES = {1, 8, 11, 17}  # what the testbed force field (SPC/E + Joung-Cheatham) describes
 MIN_BOX_A = 2 * 9.0 * 1.05  # twice the reference's 0.9 nm PME cutoff, with room for the barostat
@@ -114,14 +114,13 @@ def reference_runs(start: Start, settings: ValidateSettings, cache_dir: Path | N
         for kind, distance in analysis.closest_approach(xyz, lengths, start.molecule, start.is_water).items():
             closest[kind] = min(closest[kind], distance)
 
-    npt_steps = protocol.steps(protocol.npt_equil_ps) + protocol.steps(protocol.npt_prod_ps)
     system, topology = reference_system(start.atoms, start.waters)
-    advance = progress("reference NPT", npt_steps * protocol.timestep_fs * 1e-3)
+    advance = progress("reference NPT", protocol.npt_steps * protocol.step_ps)
     npt = run_phase(
         system, topology, start.positions, start.velocities, start.box, settings,
-        npt=True, steps=npt_steps, keep_positions=False, check=record, advance=advance,
+        npt=True, steps=protocol.npt_steps, keep_positions=False, check=record, advance=advance,
     )  # fmt: skip
-    density = _production(npt, protocol.npt_equil_ps)[1].mean()
+    density = _production_density(npt.time_ps, npt.density, protocol.npt_equil_ps)
     nvt = _nvt(
         start, settings, reference_system(start.atoms, start.waters), density, npt.density[0], record, progress, "reference"
     )
@@ -135,20 +134,16 @@ def reference_runs(start: Start, settings: ValidateSettings, cache_dir: Path | N
 def _nvt(start: Start, settings, built, density: float, start_density: float, check, progress: Progress, who: str, catch=False):
     protocol = settings.protocol
     positions, box = start.at_density(density, start_density)
-    steps = protocol.steps(protocol.nvt_equil_ps) + protocol.steps(protocol.nvt_prod_ps)
-    advance = progress(f"{who} NVT", steps * protocol.timestep_fs * 1e-3)
+    advance = progress(f"{who} NVT", protocol.nvt_steps * protocol.step_ps)
     return run_phase(
         *built, positions, start.velocities, box, settings,
-        npt=False, steps=steps, keep_positions=True, check=check, advance=advance, catch=catch,
+        npt=False, steps=protocol.nvt_steps, keep_positions=True, check=check, advance=advance, catch=catch,
     )  # fmt: skip
 
 
-def _production(trace: Trace | dict, equil_ps: float, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """(mask of production samples, densities)"""
-    times = np.asarray(trace[f"{prefix}time_ps"] if isinstance(trace, dict) else trace.time_ps)
-    density = np.asarray(trace[f"{prefix}density"] if isinstance(trace, dict) else trace.density)
-    keep = times >= equil_ps - 1e-9
-    return keep, density[keep]
+def _production_density(times, density, equil_ps: float) -> float:
+    """Mean density (g/cm³) over the production samples of an NPT trace."""
+    return float(np.asarray(density)[analysis.production(times, equil_ps)].mean())
 
 
 def model_system(start: Start, potential):
@@ -175,13 +170,12 @@ def validate_potential(
                 return f"{kind} approach {distance:.2f} Å, below {protocol.approach_factor:g} x the reference's closest ({limits[kind] / protocol.approach_factor:.2f} Å)"
         return None
 
-    npt_steps = protocol.steps(protocol.npt_equil_ps) + protocol.steps(protocol.npt_prod_ps)
-    advance = progress("model NPT", npt_steps * protocol.timestep_fs * 1e-3)
+    advance = progress("model NPT", protocol.npt_steps * protocol.step_ps)
     npt = run_phase(
         *model_system(start, potential), start.positions, start.velocities, start.box, settings,
-        npt=True, steps=npt_steps, keep_positions=False, check=check, advance=advance, catch=True,
+        npt=True, steps=protocol.npt_steps, keep_positions=False, check=check, advance=advance, catch=True,
     )  # fmt: skip
-    reference_density = float(_production(reference, protocol.npt_equil_ps, "npt_")[1].mean())
+    reference_density = _production_density(reference["npt_time_ps"], reference["npt_density"], protocol.npt_equil_ps)
     nvt = _nvt(
         start,
         settings,
@@ -237,10 +231,9 @@ class rich_progress:
     """A rich display with one bar per MD phase, in simulated ps, with elapsed time and ETA."""
 
     def __init__(self, enabled: bool) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from adascale.data.testbed import simulated_time_progress
 
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} ps"))
-        self.bar = Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+        self.bar = simulated_time_progress(enabled)
 
     def __enter__(self) -> Progress:
         self.bar.__enter__()

@@ -24,7 +24,7 @@ def _number(value: float) -> float | None:
 
 def _density(arrays: dict, equil_ps: float, blocks: int, prefix: str = "") -> dict:
     times, density = np.asarray(arrays[f"{prefix}time_ps"]), np.asarray(arrays[f"{prefix}density"])
-    production = density[times >= equil_ps - 1e-9]
+    production = density[analysis.production(times, equil_ps)]
     if len(production) < 2 * blocks:
         return {"mean": None, "sem": None}
     mean, sem = analysis.block_mean(production, blocks)
@@ -33,7 +33,7 @@ def _density(arrays: dict, equil_ps: float, blocks: int, prefix: str = "") -> di
 
 def _production_frames(arrays: dict, equil_ps: float, prefix: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     times = np.asarray(arrays[f"{prefix}time_ps"])
-    keep = times >= equil_ps - 1e-9
+    keep = analysis.production(times, equil_ps)
     return times[keep], np.asarray(arrays[f"{prefix}positions"])[keep], np.asarray(arrays[f"{prefix}boxes"])[keep]
 
 
@@ -43,7 +43,7 @@ def assemble(start, settings: ValidateSettings, reference: dict, npt: dict, nvt:
     blocks, numbers, molecule = protocol.blocks, start.numbers, start.molecule
     masses = start.atoms.get_masses()
     oxygens = np.flatnonzero((numbers == 8) & start.is_water)
-    dt = protocol.sample_steps * protocol.timestep_fs * 1e-3
+    dt = protocol.sample_interval_ps
     model_density = _density(npt, protocol.npt_equil_ps, blocks)
     reference_density = _density(reference, protocol.npt_equil_ps, blocks, "npt_")
     ratio = None if model_density["mean"] is None else model_density["mean"] / reference_density["mean"]
@@ -110,8 +110,7 @@ def _stability(start, settings: ValidateSettings, g_reference: dict, nvt: dict, 
     """First collapse of the model's MD: NPT (engine failure, NaN, approach), then NVT (the same, or an RDF
     window), whichever comes first in simulated time. NPT time counts before NVT time."""
     protocol = settings.protocol
-    npt_ps = (protocol.steps(protocol.npt_equil_ps) + protocol.steps(protocol.npt_prod_ps)) * protocol.timestep_fs * 1e-3
-    nvt_ps = (protocol.steps(protocol.nvt_equil_ps) + protocol.steps(protocol.nvt_prod_ps)) * protocol.timestep_fs * 1e-3
+    npt_ps, nvt_ps = protocol.npt_steps * protocol.step_ps, protocol.nvt_steps * protocol.step_ps
     if npt_collapse[0] is not None:
         return {"collapsed": True, "time_ps": npt_collapse[1], "criterion": npt_collapse[0], "phase": "npt"}
     if nvt_collapse[0] is not None:  # the first collapse of the NVT run: an approach or a failure, or an earlier RDF window

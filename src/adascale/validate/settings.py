@@ -69,11 +69,30 @@ class ProtocolSettings(_Strict):
 
     def steps(self, ps: float) -> int:
         """Time steps in ``ps`` picoseconds, whole samples only."""
-        return self.sample_steps * round(ps / (self.sample_steps * self.timestep_fs * 1e-3))
+        return self.sample_steps * round(ps / self.sample_interval_ps)
+
+    @property
+    def step_ps(self) -> float:
+        return self.timestep_fs * 1e-3
 
     @property
     def sample_steps(self) -> int:
-        return max(1, round(self.sample_ps / (self.timestep_fs * 1e-3)))
+        return max(1, round(self.sample_ps / self.step_ps))
+
+    @property
+    def sample_interval_ps(self) -> float:
+        """The simulated time between two samples (``sample_ps`` rounded to whole steps)."""
+        return self.sample_steps * self.step_ps
+
+    @property
+    def npt_steps(self) -> int:
+        """Steps of the NPT phase, equilibration and production."""
+        return self.steps(self.npt_equil_ps) + self.steps(self.npt_prod_ps)
+
+    @property
+    def nvt_steps(self) -> int:
+        """Steps of the NVT phase, equilibration and production."""
+        return self.steps(self.nvt_equil_ps) + self.steps(self.nvt_prod_ps)
 
     @model_validator(mode="after")
     def _long_enough(self) -> ProtocolSettings:

@@ -87,7 +87,7 @@ def run_phase(
     simulation = cpu_simulation(topology, system, integrator, positions, velocities, settings.threads)
     mass_g = sum(system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())) * AMU_G
     trace = Trace()
-    sample_ps = protocol.sample_steps * protocol.timestep_fs * 1e-3
+    sample_ps = protocol.sample_interval_ps
 
     def sample() -> str | None:
         now = simulation.context.getState(getPositions=True, getEnergy=True)
