@@ -112,21 +112,15 @@ class Potential:
         check_cutoff(frame, self.model.cutoff)
         pairs = self.neighbours.pairs(frame)
         batch = AtomsBatch.from_frame(frame, self.neighbours.list_cutoff, dtype=self.dtype, device=self.device, neighbours=pairs)
-        batch = batch.within(self.model.cutoff)
-        positions = batch.positions.requires_grad_(True)
-        strain = torch.zeros(3, 3, dtype=self.dtype, device=self.device, requires_grad=stress)
-        if stress:
-            deform = torch.eye(3, dtype=self.dtype, device=self.device) + 0.5 * (strain + strain.T)
-            batch = batch.with_positions(positions @ deform, batch.cell @ deform)
-
         if self.mode == "force_mixing":
-            atom_energy, forces = self._force_mixing(batch, positions)
+            batch = batch.within(self.model.cutoff)
+            atom_energy, forces = self._force_mixing(batch, batch.positions.requires_grad_(True))
             virial = None
-        else:
-            atom_energy, _ = self.model.atom_energies(batch)
-            gradient = torch.autograd.grad(atom_energy.sum(), [positions, strain] if stress else [positions])
-            forces = -gradient[0]
-            virial = gradient[1] if stress else None
+        else:  # the model's own forward (it cuts the list to its cutoff); a cell that requires grad asks for the virial
+            if stress:
+                batch = batch.with_positions(batch.positions, batch.cell.requires_grad_(True))
+            out = self.model(batch)
+            atom_energy, forces, virial = out["atom_energy"], out["forces"], out["virial"][0] if stress else None
         energies = atom_energy.detach().double().cpu().numpy()
         sigma = None
         if virial is not None:
