@@ -11,11 +11,11 @@
   the model owns its weight. Validation: force MAE (kJ/mol/nm) per subset all / ions /
   close_contact and the energy MAE per atom (eV), reduced over processes.
   With ``stress_weight`` > 0, frames with a stress label (3D-periodic) also add the stress loss:
-  the batch is deformed by a zero strain tensor ε per frame, the model's stress is
-  (1/V) dE/dε by autograd (create_graph, so its error trains the parameters), and the loss is
-  the MSE over the 9 components of (σ_model - σ_ref) V/N, the virial per atom in eV, averaged
-  over the labelled frames of the global batch: the same units as the per-atom energy MSE. Frames
-  without a stress label train on forces (and energy) only; stress_weight 0 builds no strain graph.
+  the batch's cell requires grad, so the model returns its virial dE/dε from the same backward
+  pass as its forces (create_graph, so its error trains the parameters), and the loss is the MSE
+  over the 9 components of (σ_model - σ_ref) V/N, the virial per atom in eV, averaged over the
+  labelled frames of the global batch: the same units as the per-atom energy MSE. Frames without a
+  stress label train on forces (and energy) only; stress_weight 0 asks for no virial.
 * :class:`ArrayTask`: a module on rows of a fixed feature matrix (routers on PredictionSet
   arrays); the caller gives the objective and the validation.
 """
