@@ -99,8 +99,8 @@ def validate_deployed(run: RunLayout, config: RunConfig) -> None:
 def pressure(run: RunLayout) -> None:
     """The deployed model's molecular pressure beside the labels' on the test frames (when they carry
     stress): what a barostat will feel, measured without MD."""
+    from adascale.deploy.calculator import load_model
     from adascale.deploy.potential import Potential
-    from adascale.models.io import load_model
     from adascale.validate.pressure import pressure_check
 
     frames = read_frames(run.split("test"))
