@@ -105,7 +105,7 @@ def test_scale_zero_closes_the_coulomb_gate_and_scale_one_opens_it():
         local_0, features_0 = model.energies_at(batch, zeros)
         total_1, features_1 = model.energies_at(batch, ones)
         species_index = model.species_index(batch.numbers)
-        local_1 = model.scaled_energies(model.readout(features_1).squeeze(1), species_index)
+        local_1 = model.scaled_energies(model.readout(features_1).squeeze(1), species_index, batch)
         q = model.charges(features_1, batch)
         phi = model.electrostatics(q, batch, batch.edge_vectors())
     assert torch.allclose(total_1, local_1 + q * phi, atol=1e-12)

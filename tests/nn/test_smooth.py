@@ -11,7 +11,7 @@ import torch
 from torch.autograd import gradcheck
 
 from adascale.nn.radial import BesselBasis
-from adascale.nn.smooth import anchor_weights, polynomial_envelope, smooth_clamp, switch
+from adascale.nn.smooth import anchor_weights, cubic_wall, polynomial_envelope, smooth_clamp, switch
 
 F64 = torch.float64
 
@@ -124,3 +124,13 @@ def test_bessel_basis():
     torch.testing.assert_close(basis(r)[1], torch.zeros(6, dtype=F64), atol=1e-6, rtol=0)  # every sine vanishes at r_c
     small = basis(torch.tensor([1e-6], dtype=F64))[0]
     torch.testing.assert_close(small, math.sqrt(2 / 5.0) * n * math.pi / 5.0, rtol=1e-6, atol=0)  # finite limit at r -> 0
+
+
+def test_cubic_wall():
+    """Zero beyond the onset, 1 at one width inside it, cubic in the depth, C2 at the onset."""
+    onset = torch.tensor(2.0, dtype=F64)
+    r = torch.tensor([1.6, 1.8, 1.9, 2.0, 2.5], dtype=F64)
+    assert torch.allclose(cubic_wall(r, onset, 0.2), torch.tensor([8.0, 1.0, 0.125, 0.0, 0.0], dtype=F64))
+    assert gradcheck(lambda x: cubic_wall(x, onset, 0.2), (grid(1.0, 3.0).requires_grad_(True),))
+    assert gradcheck(lambda o: cubic_wall(grid(1.0, 3.0), o, 0.3), (onset.clone().requires_grad_(True),))
+    assert_c2_at(lambda x: cubic_wall(x, onset, 1.0), [2.0])  # f'' = 6 (onset - r) / width³: O(h) at the joint

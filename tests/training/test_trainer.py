@@ -42,7 +42,9 @@ def make_trainer(tmp_path, data, *overrides, name="local"):
 
 
 def test_training_lowers_the_validation_error(tmp_path, data):
-    trainer = make_trainer(tmp_path, data, "training.max_epochs=20", "training.learning_rate=0.01")
+    # no wall: these random validation frames hold pairs far closer than any training pair, where a
+    # wall (rightly) adds forces the teacher does not have
+    trainer = make_trainer(tmp_path, data, "training.max_epochs=20", "training.learning_rate=0.01", "model.repulsion=null")
     before = trainer.validate()["mae"]["all"]
     result = trainer.run()
     assert result.best_valid_mae < 0.7 * before
@@ -216,3 +218,23 @@ def test_species_weights_enter_the_force_loss_as_a_weighted_mean(tmp_path, data)
     expected = (((forces - batch.forces) ** 2).sum(1).numpy() * weights).sum() / (3 * weights.sum())
     objective, stats = trainer.task.loss(indices)
     assert float(objective.detach()) == pytest.approx(expected, rel=1e-10) and float(stats[0]) == float(objective.detach())
+
+
+def test_repulsion_onsets_are_the_closest_training_distances(tmp_path, data):
+    """Every species pair's wall starts at its closest distance in the training frames (minimum image,
+    within the cutoff): brute force over all atom pairs; the margin lowers every onset."""
+    from ase.geometry import get_distances
+
+    closest: dict[tuple[int, int], float] = {}
+    for frame in data[0]:
+        _, r = get_distances(frame.positions, cell=frame.cell, pbc=frame.pbc)
+        for i, j in zip(*np.triu_indices(len(frame), k=1)):
+            if r[i, j] < 3.0:
+                key = tuple(sorted((int(frame.numbers[i]), int(frame.numbers[j]))))
+                closest[key] = min(closest.get(key, np.inf), r[i, j])
+    for margin in (0.0, 0.1):
+        model = make_trainer(tmp_path / str(margin), data, f"model.repulsion.margin={margin}").model
+        onsets = {(a, b): r for a, b, r in model.repulsion.config()["pairs"]}
+        assert onsets.keys() == closest.keys()
+        assert all(onsets[key] == pytest.approx(closest[key] - margin, abs=1e-9) for key in closest)
+    assert make_trainer(tmp_path / "none", data, "model.repulsion=null").model.repulsion is None

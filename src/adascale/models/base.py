@@ -21,16 +21,18 @@ from torch import Tensor, nn
 
 from adascale.errors import AdaScaleError
 from adascale.models.batch import AtomsBatch
+from adascale.models.repulsion import PairRepulsion
 
 N_ELEMENTS = 119
 
 
 class Branch(nn.Module):
-    """Base of all branches; ``cutoff`` in Å, ``species`` the atomic numbers it knows."""
+    """Base of all branches; ``cutoff`` in Å, ``species`` the atomic numbers it knows, ``repulsion`` the
+    settings of a :class:`~adascale.models.repulsion.PairRepulsion` (pairs, energy, width) or None."""
 
     kind: str = "branch"
 
-    def __init__(self, species: Sequence[int], cutoff: float) -> None:
+    def __init__(self, species: Sequence[int], cutoff: float, repulsion: dict | None = None) -> None:
         super().__init__()
         species = sorted({int(z) for z in species})
         if not species or min(species) < 1 or max(species) >= N_ELEMENTS:
@@ -44,10 +46,12 @@ class Branch(nn.Module):
         self.register_buffer("species_table", table, persistent=False)
         self.register_buffer("energy_shift", torch.zeros(len(species)))  # (S,) eV per atom
         self.register_buffer("energy_scale", torch.ones(()))  # eV
+        self.repulsion = None if repulsion is None else PairRepulsion(species, **repulsion)
 
     def config(self) -> dict:
         """Constructor arguments (JSON-serialisable) that rebuild this branch; subclasses extend it."""
-        return {"kind": self.kind, "species": self.species, "cutoff": self.cutoff}
+        config = {"kind": self.kind, "species": self.species, "cutoff": self.cutoff}
+        return config if self.repulsion is None else config | {"repulsion": self.repulsion.config()}
 
     def interaction_range(self) -> float:
         """Å: how far an atom's energy reaches (its receptive field); what MD engines decomposing space need."""
@@ -78,9 +82,13 @@ class Branch(nn.Module):
         self.energy_shift.copy_(shift)
         self.energy_scale.fill_(float(scale))
 
-    def scaled_energies(self, raw: Tensor, species_index: Tensor) -> Tensor:
-        """(n,) network outputs -> (n,) eV: shift[species] + scale * raw."""
-        return self.energy_shift[species_index] + self.energy_scale * raw
+    def scaled_energies(self, raw: Tensor, species_index: Tensor, batch: AtomsBatch) -> Tensor:
+        """(n,) network outputs -> (n,) eV: shift[species] + scale * raw, plus the pair repulsion if any."""
+        energy = self.energy_shift[species_index] + self.energy_scale * raw
+        if self.repulsion is None:
+            return energy
+        r = torch.linalg.vector_norm(batch.edge_vectors(), dim=1)
+        return energy + self.repulsion(r, batch.edge_index, species_index)
 
     def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """((n,) eV per atom including species shifts, (n, F) invariant latent features)."""

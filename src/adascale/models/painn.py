@@ -23,7 +23,8 @@ point-charge + Lennard-Jones reference). A PaiNN update then forms 3-body invari
 ``interaction_cutoff`` (default: ``cutoff``; the long-range branch uses a shorter one so
 its 6 Å reach does not cost 6 Å messages).
 
-Energy: e_i = shift[Z_i] + scale * MLP(s_i); forces are -dE/dR by autograd in
+Energy: e_i = shift[Z_i] + scale * MLP(s_i), plus a pair wall below the closest distances of the
+training frames (:mod:`~adascale.models.repulsion`, when configured); forces are -dE/dR by autograd in
 :class:`~adascale.models.base.Branch`. Every radial term is a Bessel basis times a smooth
 polynomial envelope (``radial.py``), so everything is smooth at both cutoffs, and sums over
 neighbours are divided by the average neighbour counts of the training data.
@@ -120,8 +121,9 @@ class PaiNN(Branch):
         average_neighbours: float = 1.0,
         interaction_cutoff: float | None = None,
         interaction_average_neighbours: float | None = None,
+        repulsion: dict | None = None,
     ) -> None:
-        super().__init__(species, cutoff)
+        super().__init__(species, cutoff, repulsion)
         self.features = features
         self.interactions = interactions
         self.envelope_exponent = envelope_exponent
@@ -207,4 +209,4 @@ class PaiNN(Branch):
         """PaiNN's own atom energies (n,) eV and features (n, F): what subclasses add to (TorchScript has no super())."""
         species_index = self.species_index(batch.numbers)
         features = self.representation(batch, species_index)
-        return self.scaled_energies(self.readout(features).squeeze(1), species_index), features
+        return self.scaled_energies(self.readout(features).squeeze(1), species_index, batch), features

@@ -164,7 +164,7 @@ class ScaleConditionedPaiNN(LongRangePaiNN):
         species_index = self.species_index(batch.numbers)
         radius = self.min_radius + scales * (self.cutoff - self.min_radius)
         features = self.representation(batch, species_index, radius, self.embed_scales(scales))
-        energy = self.scaled_energies(self.readout(features).squeeze(1), species_index)
+        energy = self.scaled_energies(self.readout(features).squeeze(1), species_index, batch)
         if bool((scales == 0).all()) and not scales.requires_grad:
             return energy, features  # every gate closed: no Coulomb sum needed
         q = self.charges(features, batch)

@@ -65,3 +65,15 @@ def anchor_weights(u: Tensor, scales: Tensor, smoothing: float = 0.0, extrapolat
         t = smooth_clamp(t, smoothing)
     ones, zeros = torch.ones_like(t[:, :1]), torch.zeros_like(t[:, :1])
     return torch.cat([ones, t], dim=1) - torch.cat([t, zeros], dim=1)
+
+
+def cubic_wall(r: Tensor, onset: Tensor, width: float) -> Tensor:
+    """(E,) dimensionless repulsive wall ((onset − r) / width)³ for r < onset, 0 beyond.
+
+    C2 at the onset (value, slope and curvature all 0 there), so a wall placed at the closest
+    distance a model was trained on leaves every training configuration untouched and adds no
+    force discontinuity; it reaches 1 at ``width`` inside the onset and grows without bound.
+    ``onset`` (E,) Å per edge; an onset of 0 means no wall.
+    """
+    x = ((onset - r) / width).clamp(min=0.0)
+    return x * x * x

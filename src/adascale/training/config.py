@@ -50,6 +50,20 @@ class ElectrostaticsSettings(_Strict):
     )
 
 
+class RepulsionSettings(_Strict):
+    """A pair wall below the closest distance of each species pair in the training frames
+    (:mod:`adascale.models.repulsion`): zero on every training configuration, it keeps MD from
+    driving molecules into each other where the network has seen no data."""
+
+    energy: float = Field(
+        1.0, gt=0, description="eV: the wall's energy per pair at `width` inside its onset (cubic in the depth)."
+    )
+    width: float = Field(0.2, gt=0, description="Å: the depth at which a pair's wall energy reaches `energy`.")
+    margin: float = Field(
+        0.0, ge=0, description="Å: onsets this far below the closest training distance of each pair (0: at it)."
+    )
+
+
 class ScaleSettings(_Strict):
     """A per-atom, differentiable scale inside the model (the scale-conditioned branch; needs electrostatics).
 
@@ -98,6 +112,10 @@ class ModelSettings(_Strict):
     scale: ScaleSettings | None = Field(
         None, description="A per-atom scale inside the model (the scale-conditioned branch); null for a fixed-scale branch."
     )
+    repulsion: RepulsionSettings | None = Field(
+        default_factory=RepulsionSettings,
+        description="Pair wall below the closest training distance of each species pair (MD stability); null: none.",
+    )
 
     @model_validator(mode="after")
     def _radii_within_cutoff(self) -> ModelSettings:
@@ -113,8 +131,9 @@ class ModelSettings(_Strict):
         return self
 
     def branch_kwargs(self) -> dict:
-        """Constructor arguments for :func:`adascale.models.io.build_model` (species and statistics added by the trainer)."""
-        kwargs = self.model_dump(exclude={"electrostatics", "scale"})
+        """Constructor arguments for :func:`adascale.models.io.build_model` (species, statistics and the
+        repulsion's onsets added by the trainer)."""
+        kwargs = self.model_dump(exclude={"electrostatics", "scale", "repulsion"})
         if self.electrostatics is None:
             return {"kind": "painn", **kwargs}
         e = self.electrostatics

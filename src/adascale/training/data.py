@@ -18,6 +18,7 @@ from adascale.data.frames import Frame
 from adascale.data.neighbours import neighbour_list
 from adascale.data.regimes import nearest_ion_distance
 from adascale.errors import AdaScaleError
+from adascale.models.base import N_ELEMENTS
 from adascale.models.batch import AtomsBatch
 
 
@@ -98,6 +99,18 @@ class FrameDataset:
         """Mean neighbours per atom within the cutoff (normalises message sums)."""
         edges = sum(len(self.pairs(k).i) for k in range(len(self)))
         return max(edges / self.atom_counts().sum(), 1.0)
+
+    def closest_distances(self) -> list[list[float]]:
+        """[[Z_a, Z_b, r], ...]: the closest distance (Å) of each species pair (Z_a <= Z_b) within the
+        cutoff over all frames, the onsets of the models' pair repulsion."""
+        closest = np.full((N_ELEMENTS, N_ELEMENTS), np.inf)
+        for k, frame in enumerate(self.frames):
+            pairs = self.pairs(k)
+            vectors = frame.positions[pairs.j] - frame.positions[pairs.i] + pairs.shifts @ np.asarray(frame.cell)
+            a, b = np.sort(np.stack([frame.numbers[pairs.i], frame.numbers[pairs.j]]), axis=0)
+            np.minimum.at(closest, (a, b), np.linalg.norm(vectors, axis=1))
+        a, b = np.nonzero(np.isfinite(closest))
+        return [[int(za), int(zb), float(closest[za, zb])] for za, zb in zip(a, b)]
 
     def nearest_ion_nm(self) -> list[np.ndarray]:
         """Per frame, (n,) nearest-ion distances in nm (for the ions / close-contact metrics)."""

@@ -62,7 +62,7 @@ class Trainer:
         _check_frames(train_frames, valid_frames, config.model.cutoff, s.energy_weight > 0)
         self.species = training_species(train_frames)
         train_set = FrameDataset(train_frames, config.model.cutoff, self.dtype, s.species_force_weights)
-        self.model = self._build_model(train_frames, train_set.average_neighbours())
+        self.model = self._build_model(train_frames, train_set)
         loss = FrameLoss(s.force_loss, s.huber_delta, s.energy_weight, s.species_force_weights, s.stress_weight)
         self.task = FrameTask(self.model, train_set, valid_frames, loss, context=self.context, save_best=self._save_best)
         self.loop = TrainingLoop(
@@ -75,10 +75,15 @@ class Trainer:
             show_progress=show_progress,
         )
 
-    def _build_model(self, train_frames: Sequence[Frame], average_neighbours: float):
-        """The seeded branch with statistics fitted on the training frames (and starting charges)."""
+    def _build_model(self, train_frames: Sequence[Frame], train_set: FrameDataset):
+        """The seeded branch with statistics fitted on the training frames (starting charges, repulsion onsets)."""
         torch.manual_seed(self.settings.seed)
+        average_neighbours = train_set.average_neighbours()
         kwargs = self.config.model.branch_kwargs() | {"species": self.species, "average_neighbours": average_neighbours}
+        repulsion = self.config.model.repulsion
+        if repulsion is not None:
+            pairs = [[a, b, r - repulsion.margin] for a, b, r in train_set.closest_distances() if r > repulsion.margin]
+            kwargs["repulsion"] = {"pairs": pairs, "energy": repulsion.energy, "width": repulsion.width}
         model = build_model(kwargs).to(device=self.context.device, dtype=self.dtype)
         self.statistics = {
             "energy_shift_eV": fit_species_shifts(train_frames, self.species).tolist(),
