@@ -36,9 +36,11 @@ bench-mace: setup
 	$(BIN)/pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/bench_mace.py --data-dir $(or $(DATA),runs/testbed/split) --out-dir $(or $(BENCH_OUT),runs/bench)
 
-# the adaptive models at equal training wall time (benchmarks/README.md: generate the data first; ~45 min at T = 6)
+# the adaptive models at equal training wall time over seeds (benchmarks/README.md: generate the data first;
+# training alone takes about 2.8 T per seed; SEEDS=0,1,2 by default, TEST=FILE replaces the split's test frames)
 bench-adaptive: setup
 	$(BIN)/python benchmarks/bench_adaptive.py --data-dir $(or $(DATA),runs/bench_data/split) --budget-min $(or $(T),6) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(TEST),--test $(TEST)) \
 		$(foreach g,$(GENERAL),--general $(g)) --out-dir $(or $(BENCH_OUT),runs/bench_adaptive)
 
 clean:

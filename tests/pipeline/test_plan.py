@@ -121,6 +121,8 @@ def changed(path: str, value: object) -> object:
         return value + "_2"
     if isinstance(value, tuple):
         return (value[0] - 1, *value[1:])
+    if isinstance(value, dict):
+        return {**value, 11: 2.0}
     raise TypeError(f"{path}: no change rule for {value!r}")
 
 

@@ -18,7 +18,7 @@ from adascale.scales.features import ROUTER_FEATURES_KEY
 from adascale.scales.metrics import ReportContext
 from adascale.scales.mixture import evaluate_frames, fit_mixture, router_weights
 from adascale.scales.routers import RouterInputs
-from adascale.training.mixture import MixtureSettings, build_mixture
+from adascale.training.mixture import MixtureSettings, build_mixture, finetune
 from adascale.units import KJ_MOL_NM_PER_EV_A
 from deploy.tiny_models import TINY, make_branches
 from models.branch_checks import SPECIES, water_ion_frame
@@ -99,6 +99,21 @@ def test_warm_start_copies_the_soft_router_into_the_mixture(frames):
     fit = warm_start(mixture, train, valid, SETTINGS.model_copy(update=dict(hidden=(8,))))
     np.testing.assert_allclose(router_weights(mixture, valid), fit.router.weights(RouterInputs.of(valid)), atol=1e-5)
     assert fit.router.config.blocks == ["geometry", "latent"]  # no branch forces: the mixture cannot read them
+
+
+def test_species_weights_enter_the_finetune_loss_as_a_weighted_mean(frames):
+    """One frame, one step: the epoch's training loss is the L1 force loss of the untrained mixture,
+    each atom's error weighted by its species (ions x10), over the weight sum."""
+    weights = {11: 10.0, 17: 10.0}
+    mixture = build_mixture(make_branches(), [0.0, 1.0], frames[0], TINY, IONS)
+    batch = AtomsBatch.from_frame(frames[0], mixture.cutoff, dtype=torch.float64)
+    error = np.abs(mixture(batch)["forces"].detach().numpy() - frames[0].forces)  # (atoms, 3) eV/Å
+    per_atom = np.array([weights.get(int(z), 1.0) for z in frames[0].numbers])
+    expected = (error.sum(axis=1) * per_atom).sum() / (3 * per_atom.sum())
+    settings = SETTINGS.model_copy(update=dict(finetune_epochs=1, finetune_frames=1, species_force_weights=weights))
+    tuned = finetune(mixture, frames[:1], frames[4:5], settings)
+    assert tuned.history[-1]["train_loss"] == pytest.approx(expected, rel=1e-10)
+    assert expected != pytest.approx(error.mean(), rel=1e-3)  # unweighted, the loss would differ
 
 
 def test_mixture_command_writes_a_loadable_mixture_and_report(tmp_path, frames):

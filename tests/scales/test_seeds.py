@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from adascale.errors import AdaScaleError
-from adascale.scales.metrics import SEED_STREAM, FrameBootstrap, method_entry, resample_weights, seed_frame_bootstrap
+from adascale.scales.metrics import (
+    SEED_STREAM,
+    FrameBootstrap,
+    method_entry,
+    resample_weights,
+    seed_frame_bootstrap,
+    seed_frame_ratio,
+)
 from adascale.scales.synthetic import synthetic_predictions
 from adascale.scales.ties import choose_fastest, seconds_per_call, tied_candidates
 
@@ -33,24 +40,50 @@ def test_one_seed_or_identical_seeds_give_the_frame_bootstrap(case):
     assert three["seeds"] == 3
 
 
+def explicit_resamples(losses, frame, mask, seed):
+    """(B,) by explicit loops: per resample, the mean over the drawn seeds of their MAE on the
+    drawn frames' samples of ``mask`` (NaN where the drawn frames hold none)."""
+    n_frames, n_seeds = int(frame.max()) + 1, len(losses)
+    frame_counts = resample_weights(n_frames, B, seed)
+    seed_counts = resample_weights(n_seeds, B, seed, stream=SEED_STREAM) if n_seeds > 1 else np.ones((B, 1))
+    means = np.full(B, np.nan)
+    for b in range(B):
+        index = np.concatenate(
+            [np.flatnonzero((frame == g) & mask) for g in np.repeat(np.arange(n_frames), frame_counts[b].astype(int))]
+        )
+        drawn = np.repeat(np.arange(n_seeds), seed_counts[b].astype(int))  # S seeds drawn with replacement
+        if index.size:
+            means[b] = np.mean([losses[s][index].mean() for s in drawn])
+    return means
+
+
 def test_the_interval_equals_an_explicit_two_level_resampling(case):
     frame, masks, loss = case
     rng = np.random.default_rng(0)
     losses = [loss * f + 0.01 * rng.random(loss.size) for f in (1.0, 1.2, 0.9)]
     entry = seed_frame_bootstrap(losses, frame, masks, n_resamples=B, seed=2, factor=10.0)
-    frame_counts = resample_weights(30, B, 2)
-    seed_counts = resample_weights(3, B, 2, stream=SEED_STREAM)
     for subset, mask in masks.items():
-        means = []
-        for b in range(B):
-            index = np.concatenate(
-                [np.flatnonzero((frame == g) & mask) for g in np.repeat(np.arange(30), frame_counts[b].astype(int))]
-            )
-            drawn = np.repeat(np.arange(3), seed_counts[b].astype(int))  # S seeds drawn with replacement
-            if index.size:
-                means.append(np.mean([losses[s][index].mean() for s in drawn]))
-        assert entry["ci"][subset] == pytest.approx((10.0 * np.percentile(means, [2.5, 97.5])).tolist(), rel=1e-9)
+        means = explicit_resamples(losses, frame, mask, seed=2)
+        assert entry["ci"][subset] == pytest.approx((10.0 * np.nanpercentile(means, [2.5, 97.5])).tolist(), rel=1e-9)
         assert entry[subset] == pytest.approx(10.0 * np.mean([x[mask].mean() for x in losses]), rel=1e-12)
+
+
+def test_the_ratio_interval_pairs_seeds_and_frames_as_explicit_resampling_does(case):
+    frame, masks, loss = case
+    rng = np.random.default_rng(1)
+    base = [loss * f + 0.01 * rng.random(loss.size) for f in (1.0, 1.3, 0.8)]  # seeds far apart, shared by both models
+    better = [0.9 * x + 0.002 * rng.random(loss.size) for x in base]
+    entry = seed_frame_ratio(better, base, frame, masks, n_resamples=B, seed=4)
+    for subset, mask in masks.items():
+        ratios = explicit_resamples(better, frame, mask, seed=4) / explicit_resamples(base, frame, mask, seed=4)
+        assert entry["ci"][subset] == pytest.approx(np.nanpercentile(ratios, [2.5, 97.5]).tolist(), rel=1e-9)
+        point = np.mean([x[mask].mean() for x in better]) / np.mean([x[mask].mean() for x in base])
+        assert entry[subset] == pytest.approx(point, rel=1e-12)
+        lo, hi = entry["ci"][subset]  # paired: the seeds' spread cancels, far narrower than either MAE's relative interval
+        base_lo, base_hi = seed_frame_bootstrap(base, frame, masks, n_resamples=B, seed=4)["ci"][subset]
+        assert hi - lo < 0.5 * (base_hi - base_lo) / np.mean([x[mask].mean() for x in base])
+    with pytest.raises(AdaScaleError, match="3 seeds against 2"):
+        seed_frame_ratio(better, base[:2], frame, masks)
 
 
 def test_seeds_far_apart_widen_the_interval_to_cover_them(case):

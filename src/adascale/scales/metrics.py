@@ -97,23 +97,59 @@ class FrameBootstrap:
         exactly; with two seeds about a quarter of the resamples hold one seed twice, so the
         interval reaches both seeds' MAEs.
         """
+        points, means = self.seed_resamples(losses, seed)
+        return {
+            name: (None, None) if np.isnan(points[column]) else (float(points[column]), self._interval(means[:, column]))
+            for column, name in enumerate(self._segments)
+        }
+
+    def summarize_ratio(
+        self, numerator: Sequence[np.ndarray], denominator: Sequence[np.ndarray], seed: int = 0
+    ) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
+        """{subset: (ratio, (lo, hi))}: the MAE of one model over another's, each the mean over its
+        S seeds as :meth:`summarize_seeds` gives it, with a paired interval.
+
+        numerator, denominator: S losses (N,) each, seed k of one paired with seed k of the other
+        (same training seed); every resample draws the same seeds and frames for both, so what
+        the two models share (hard frames, a lucky seed) cancels in the ratio. (None, None) where
+        either MAE is undefined or zero.
+        """
+        if len(numerator) != len(denominator):
+            raise AdaScaleError(f"summarize_ratio: {len(numerator)} seeds against {len(denominator)}; pair seed k with seed k")
+        (top, top_means), (bottom, bottom_means) = (self.seed_resamples(x, seed) for x in (numerator, denominator))
+        result = {}
+        for column, name in enumerate(self._segments):
+            if not top[column] >= 0 or not bottom[column] > 0:
+                result[name] = (None, None)
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratios = top_means[:, column] / bottom_means[:, column]
+            result[name] = (float(top[column] / bottom[column]), self._interval(ratios))
+        return result
+
+    def seed_resamples(self, losses: Sequence[np.ndarray], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The point MAEs (subsets,) of the mean over S seeds' losses (N,) and their resampled
+        values (B, subsets), NaN where a subset is empty or a resample holds none of its samples.
+
+        Seeds are drawn from ``seed`` (and the seed count), frames from this bootstrap's weights:
+        two models with as many seeds get the same draws, so their resamples are paired.
+        """
         n_seeds = len(losses)
         sums = np.stack([self.frame_sums(loss) for loss in losses])  # (S, G, subsets)
         per_seed = self.weights @ sums  # (S, B, subsets)
         drawn = resample_weights(n_seeds, self.weights.shape[0], seed, stream=SEED_STREAM) if n_seeds > 1 else None
         totals = per_seed[0] if drawn is None else np.einsum("bs,sbm->bm", drawn, per_seed) / n_seeds
-        points = sums.sum(axis=(0, 1)) / n_seeds  # (subsets,)
+        sizes = np.array([index.size for index, _, _ in self._segments.values()], dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            points = np.where(sizes > 0, sums.sum(axis=(0, 1)) / n_seeds / sizes, np.nan)
+            means = np.where(self._resampled_sizes > 0, totals / self._resampled_sizes, np.nan)
+        return points, means
+
+    def _interval(self, values: np.ndarray) -> tuple[float, float] | None:
+        """The central ``level`` percentile interval of the finite resampled ``values``; None if there are none."""
+        values = values[np.isfinite(values)]
         tail = 50.0 * (1.0 - self.level)
-        result = {}
-        for column, (name, (index, _, _)) in enumerate(self._segments.items()):
-            if index.size == 0:
-                result[name] = (None, None)
-                continue
-            sizes = self._resampled_sizes[:, column]
-            means = totals[sizes > 0, column] / sizes[sizes > 0]  # resamples without the subset carry no MAE
-            interval = tuple(float(v) for v in np.percentile(means, [tail, 100.0 - tail])) if means.size else None
-            result[name] = (float(points[column] / index.size), interval)
-        return result
+        return tuple(float(v) for v in np.percentile(values, [tail, 100.0 - tail])) if values.size else None
 
 
 @functools.lru_cache(maxsize=2)
@@ -242,6 +278,24 @@ def seed_frame_bootstrap(
     entry["seeds"] = len(losses_per_seed)
     entry.update(extra)
     return entry
+
+
+def seed_frame_ratio(
+    numerator_per_seed: Sequence[np.ndarray],
+    denominator_per_seed: Sequence[np.ndarray],
+    frame: np.ndarray,
+    masks: dict[str, np.ndarray],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """{subset: ratio, "ci": {subset: [lo, hi]}} of two models' seed-mean MAEs (numerator over
+    denominator, e.g. 0.85 = 15 % lower), the interval from the paired resampling of seeds and
+    frames of :meth:`FrameBootstrap.summarize_ratio`: the same resamples as
+    :func:`seed_frame_bootstrap` draws from the same ``seed``. Losses (N,) eV/Å as there, seed k
+    of one model paired with seed k of the other."""
+    bootstrap = FrameBootstrap(frame, masks, n_resamples=n_resamples, seed=seed)
+    return _summary_entry(bootstrap.summarize_ratio(numerator_per_seed, denominator_per_seed, seed=seed), 1.0)
 
 
 def _summary_entry(summary: dict[str, tuple], factor: float) -> dict:

@@ -64,6 +64,10 @@ class MixtureSettings(BaseModel):
         0.1, ge=0, description="Joint only: weight (1/eV^2) of the per-atom energy disagreement where weights vary."
     )
     global_weight: bool = Field(False, description="One learned scale for every atom (the capacity-without-adaptivity control).")
+    species_force_weights: dict[int, float] = Field(
+        default_factory=dict,
+        description="Fine-tuning only: force-loss weight per atomic number (others 1), e.g. {11: 10, 17: 10} to aim at ions.",
+    )
 
 
 def build_mixture(
@@ -112,13 +116,19 @@ def finetune(
     progress: Progress | None = None,
 ) -> TrainResult:
     """The one training loop on the router and offsets (with ``joint``, the branches too),
-    loss = L1 of the conservative forces (+ the mixture's gauge penalty when joint).
+    loss = L1 of the conservative forces, a mean over atoms weighted by ``species_force_weights``
+    (+ the mixture's gauge penalty when joint).
 
     One frame per step, ``finetune_frames`` frames per epoch (a fresh seeded subset each),
     ``finetune_epochs`` epochs with ``finetune_minutes`` as a wall-clock upper bound; the warm
     start is validated first (epoch 0) and the epoch best on ``valid_frames`` is kept.
     """
-    task = FrameTask(mixture, train_frames, valid_frames, FrameLoss(force_loss="l1"))
+    task = FrameTask(
+        mixture,
+        train_frames,
+        valid_frames,
+        FrameLoss(force_loss="l1", species_force_weights=dict(settings.species_force_weights)),
+    )
     loop = TrainingLoop(
         task,
         LoopSettings(
