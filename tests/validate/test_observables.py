@@ -81,3 +81,25 @@ def test_windows_cover_whole_widths_only():
     times = np.arange(0, 2.55, 0.1)
     found = analysis.windows(times, 1.0)
     assert len(found) == 2 and list(found[0]) == list(range(10)) and list(found[1]) == list(range(10, 20))
+
+
+def test_closest_approach_per_species_pair_matches_brute_force():
+    """Minimum-image distances between atoms of different molecules, per species pair: brute force."""
+    from ase.geometry import get_distances
+
+    rng = np.random.default_rng(3)
+    lengths = np.array([13.0, 14.0, 15.0])
+    positions = rng.uniform(0, 1, (90, 3)) * lengths
+    numbers = rng.choice([1, 8, 11, 17], 90)
+    molecule = np.repeat(np.arange(45), 2)  # pairs of atoms share a molecule
+    found = analysis.closest_approach(positions, lengths, molecule, numbers)
+    _, r = get_distances(positions, cell=np.diag(lengths), pbc=True)
+    symbols = {1: "H", 8: "O", 11: "Na", 17: "Cl"}
+    expected: dict[str, float] = {}
+    for i, j in zip(*np.triu_indices(90, k=1)):
+        if molecule[i] != molecule[j] and r[i, j] < analysis.R_MAX_A:
+            a, b = sorted((numbers[i], numbers[j]), reverse=True)
+            key = f"{symbols[a]}-{symbols[b]}"
+            expected[key] = min(expected.get(key, np.inf), r[i, j])
+    assert found.keys() == expected.keys()
+    assert all(found[key] == pytest.approx(expected[key], abs=1e-5) for key in expected)

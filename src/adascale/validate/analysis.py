@@ -107,23 +107,29 @@ def diffusion(
     }
 
 
-APPROACH_KINDS = ("ion-water", "water-water")
+def closest_approach(frame: np.ndarray, lengths: np.ndarray, molecule: np.ndarray, numbers: np.ndarray) -> dict[str, float]:
+    """Closest distance (Å) between atoms of different molecules in one frame, per species pair
+    ("O-H", "O-O", "Na-O", "Cl-Na", ...: symbols by descending atomic number); pairs with none within
+    ``R_MAX_A`` are absent.
 
-
-def closest_approach(frame: np.ndarray, lengths: np.ndarray, molecule: np.ndarray, is_water: np.ndarray) -> dict[str, float]:
-    """Closest intermolecular distance (Å) of each kind in one frame (inf where none within ``R_MAX_A``)."""
+    Per species pair, not per kind of molecule pair: a hydrogen bond (O...H near 1.5 Å) is far
+    closer than two oxygens ever come (2.4 Å), so one limit for all water-water pairs would let
+    oxygens overlap unflagged.
+    """
     import freud
+    from ase.data import chemical_symbols
 
     box = _box(lengths)
     points = box.wrap(frame.astype(np.float32))
     found = freud.locality.AABBQuery(box, points).query(points, {"r_max": R_MAX_A, "exclude_ii": True}).toNeighborList()
     i, j, distance = found.query_point_indices, found.point_indices, found.distances
     other = molecule[i] != molecule[j]
-    kinds = {
-        "ion-water": other & (is_water[i] != is_water[j]),
-        "water-water": other & is_water[i] & is_water[j],
-    }
-    return {kind: float(distance[mask].min()) if mask.any() else float("inf") for kind, mask in kinds.items()}
+    high, low = np.maximum(numbers[i], numbers[j])[other], np.minimum(numbers[i], numbers[j])[other]
+    distance = distance[other]
+    closest = {}
+    for a, b in sorted(set(zip(high.tolist(), low.tolist()))):
+        closest[f"{chemical_symbols[a]}-{chemical_symbols[b]}"] = float(distance[(high == a) & (low == b)].min())
+    return closest
 
 
 def windows(times: np.ndarray, width: float) -> Sequence[np.ndarray]:

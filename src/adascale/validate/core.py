@@ -108,11 +108,11 @@ def reference_runs(start: Start, settings: ValidateSettings, cache_dir: Path | N
         with np.load(path) as stored:
             return {key: stored[key] for key in stored.files}
     protocol = settings.protocol
-    closest = {kind: np.inf for kind in analysis.APPROACH_KINDS}
+    closest: dict[str, float] = {}
 
     def record(xyz: np.ndarray, lengths: np.ndarray) -> None:
-        for kind, distance in analysis.closest_approach(xyz, lengths, start.molecule, start.is_water).items():
-            closest[kind] = min(closest[kind], distance)
+        for pair, distance in analysis.closest_approach(xyz, lengths, start.molecule, start.atoms.numbers).items():
+            closest[pair] = min(closest.get(pair, np.inf), distance)
 
     system, topology = reference_system(start.atoms, start.waters)
     advance = progress("reference NPT", protocol.npt_steps * protocol.step_ps)
@@ -126,7 +126,7 @@ def reference_runs(start: Start, settings: ValidateSettings, cache_dir: Path | N
     )
     arrays = {f"npt_{key}": value for key, value in npt.arrays().items() if key != "positions"}
     arrays |= {f"nvt_{key}": value for key, value in nvt.arrays().items()}
-    arrays["closest"] = np.array([closest[kind] for kind in analysis.APPROACH_KINDS])
+    arrays["closest_pairs"], arrays["closest"] = np.array(list(closest), dtype=str), np.array(list(closest.values()))
     atomic_write_bytes(path, lambda file: np.savez(file, **arrays))
     return arrays
 
@@ -162,12 +162,14 @@ def validate_potential(
     """The validation report (validate.json's content) of ``potential`` (a :class:`~adascale.deploy.potential.Potential`)."""
     protocol = settings.protocol
     reference = reference_runs(start, settings, cache_dir, progress)
-    limits = dict(zip(analysis.APPROACH_KINDS, reference["closest"] * protocol.approach_factor))
+    closest = dict(zip(reference["closest_pairs"].tolist(), reference["closest"].tolist()))
 
     def check(xyz: np.ndarray, lengths: np.ndarray) -> str | None:
-        for kind, distance in analysis.closest_approach(xyz, lengths, start.molecule, start.is_water).items():
-            if distance < limits[kind]:
-                return f"{kind} approach {distance:.2f} Å, below {protocol.approach_factor:g} x the reference's closest ({limits[kind] / protocol.approach_factor:.2f} Å)"
+        """The first species pair of two molecules closer than approach_factor x the reference's closest of that pair
+        (pairs the reference never brought within reach are not judged)."""
+        for pair, distance in analysis.closest_approach(xyz, lengths, start.molecule, start.atoms.numbers).items():
+            if pair in closest and distance < protocol.approach_factor * closest[pair]:
+                return f"intermolecular {pair} approach {distance:.2f} Å, below {protocol.approach_factor:g} x the reference's closest ({closest[pair]:.2f} Å)"
         return None
 
     advance = progress("model NPT", protocol.npt_steps * protocol.step_ps)

@@ -25,7 +25,7 @@ import json
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Validation output format version; bump when a change alters the cached reference runs.
-VALIDATE_VERSION = 1
+VALIDATE_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -48,9 +48,9 @@ class ProtocolSettings(_Strict):
     often. ``blocks``: block count for every standard error (density, RDFs, diffusion).
     ``window_ps``: the stability window (Fu et al.: a run has collapsed at the first 1 ps window
     whose largest water-RDF error exceeds ``collapse_error``). ``approach_factor``: a model run
-    also collapses when two molecules come closer than this factor times the closest approach of
-    their kind (ion-water, water-water) in any reference frame (1.0 would flag a model exactly as
-    good as the reference by sampling chance alone).
+    also collapses when two atoms of different molecules come closer than this factor times the
+    closest approach of their species pair (O-H, O-O, Na-O, ...) in any reference frame (1.0 would
+    flag a model exactly as good as the reference by sampling chance alone).
     """
 
     npt_equil_ps: float = Field(3.0, ge=0)
