@@ -37,3 +37,15 @@ def test_overrides_and_errors_name_the_field(tmp_path):
         load_run_config("quick", overrides=["mixture.train_frames=0"])
     with pytest.raises(AdaScaleError, match=r"invalid run config: mixture_finetune_epochs: Extra inputs"):
         run_config({"mixture_finetune_epochs": 2})
+
+
+def test_a_run_directory_named_like_a_builtin_config_does_not_shadow_it(tmp_path, monkeypatch):
+    """`adascale run` beside a run directory called `default` (or `quick`) still reads the built-in config;
+    a YAML *file* of that name is the user's own and wins."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    (tmp_path / "quick").mkdir()
+    assert load_run_config(None) == load_run_config("default") == run_config()
+    assert load_run_config(None, quick=True) == load_run_config("quick")
+    (tmp_path / "paper").write_text("refine_max_size: 4\n")
+    assert load_run_config("paper").refine_max_size == 4

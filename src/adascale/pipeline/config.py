@@ -173,9 +173,10 @@ def run_config(
 def load_run_config(source: str | Path | None, quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """A built-in run config (``default``, ``quick``, ``paper``, ``amoeba``; None: default, or quick)
     or a YAML file, merged onto the default run, with ``key=value`` overrides; validated."""
+    builtin = source is None  # no --config: always the built-in run, whatever lies in the working directory
     if source is None:
         source = "quick" if quick else "default"
-    if str(source) in BUILTIN_RUN_CONFIGS and not Path(source).exists():
+    if builtin or (str(source) in BUILTIN_RUN_CONFIGS and not Path(source).is_file()):
         text, where = _builtin_text(str(source)), f"built-in {BUILTIN_RUN_CONFIGS[str(source)]}"
     else:
         try:
