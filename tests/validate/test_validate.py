@@ -200,6 +200,9 @@ def test_validate_command_writes_the_report_files(tmp_path, testbed):
     assert all(block["r_max_A"] == 6.0 for block in report["rdf"].values())
     assert set(report["density"]) == {"model", "reference", "ratio"}
     assert set(report["stability"]) >= {"collapsed", "time_ps", "criterion"}
+    worst = report["stability"]["worst_window"]  # every 0.2 ps window of the 0.5 ps NVT run is scored
+    assert worst["pair"] in {"O-O", "O-H", "H-H"} and worst["error"] > 0 and 0.5 <= worst["time_ps"] < 1.0
+    assert "largest water-RDF error" in (out / "validate.md").read_text()
     assert report["diffusion"]["reference"]["mean"] > 0
     assert "| NPT density" in (out / "validate.md").read_text()
     assert all((out / f"validate_{name}.png").stat().st_size > 0 for name in ("rdf", "density", "msd"))

@@ -108,20 +108,23 @@ def assemble(start, settings: ValidateSettings, reference: dict, npt: dict, nvt:
 
 def _stability(start, settings: ValidateSettings, g_reference: dict, nvt: dict, npt_collapse, nvt_collapse) -> dict:
     """First collapse of the model's MD: NPT (engine failure, NaN, approach), then NVT (the same, or an RDF
-    window), whichever comes first in simulated time. NPT time counts before NVT time."""
+    window), whichever comes first in simulated time. NPT time counts before NVT time.
+
+    Every NVT window's water-RDF error is computed, so ``worst_window`` (the largest, with its pair and
+    time) says how far the structure strayed even when an approach marked the collapse first.
+    """
     protocol = settings.protocol
     npt_ps, nvt_ps = protocol.npt_steps * protocol.step_ps, protocol.nvt_steps * protocol.step_ps
     if npt_collapse[0] is not None:
-        return {"collapsed": True, "time_ps": npt_collapse[1], "criterion": npt_collapse[0], "phase": "npt"}
-    if nvt_collapse[0] is not None:  # the first collapse of the NVT run: an approach or a failure, or an earlier RDF window
+        first = {"collapsed": True, "time_ps": npt_collapse[1], "criterion": npt_collapse[0], "phase": "npt"}
+    elif nvt_collapse[0] is not None:  # the first collapse of the NVT run: an approach or a failure
         first = {"collapsed": True, "time_ps": npt_ps + nvt_collapse[1], "criterion": nvt_collapse[0], "phase": "nvt"}
     else:
         first = {"collapsed": False, "time_ps": npt_ps + nvt_ps, "criterion": None, "phase": None}
     times = np.asarray(nvt["time_ps"])
     positions, boxes = np.asarray(nvt["positions"]), np.asarray(nvt["boxes"])
+    worst_window = None
     for window in analysis.windows(times, protocol.window_ps) if len(times) else []:
-        if npt_ps + float(times[window[0]]) >= first["time_ps"]:
-            break
         errors = {
             pair: analysis.rdf_error(
                 analysis.rdf(positions[window], boxes[window], start.numbers, start.molecule, analysis.PAIRS[pair])[1],
@@ -130,10 +133,13 @@ def _stability(start, settings: ValidateSettings, g_reference: dict, nvt: dict, 
             for pair in analysis.WATER_PAIRS
         }
         worst = max(errors, key=errors.get)
-        if errors[worst] > protocol.collapse_error:
+        at = npt_ps + float(times[window[0]])
+        if worst_window is None or errors[worst] > worst_window["error"]:
+            worst_window = {"error": errors[worst], "pair": worst, "time_ps": at}
+        if errors[worst] > protocol.collapse_error and at < first["time_ps"]:
             criterion = f"{worst} RDF error {errors[worst]:.2f} Å over a {protocol.window_ps:g} ps window, above {protocol.collapse_error:g}"
-            return {"collapsed": True, "time_ps": npt_ps + float(times[window[0]]), "criterion": criterion, "phase": "nvt"}
-    return first
+            first = {"collapsed": True, "time_ps": at, "criterion": criterion, "phase": "nvt"}
+    return first | {"worst_window": worst_window}
 
 
 def _pm(block: dict | None, digits: int = 3) -> str:
@@ -152,6 +158,15 @@ def validation_markdown(report: dict, plots_prefix: str = "") -> str:
     """The side-by-side tables of a validation report (plots linked under ``plots_prefix``), for
     validate.md and for a run's report.md."""
     state, protocol, stability = report["state"], report["protocol"], report["stability"]
+    worst = stability.get("worst_window")
+    worst_rows = (
+        [
+            f"| largest water-RDF error of a {protocol['window_ps']:g} ps NVT window (collapse above "
+            f"{protocol['collapse_error']:g}) | {worst['error']:.2f} Å ({worst['pair']}, at {worst['time_ps']:.1f} ps) | |"
+        ]
+        if worst
+        else []
+    )
     lines = [
         f"Model `{report.get('model', '?')}` against the reference force field (SPC/E + Joung-Cheatham, PME) in OpenMM, "
         f"{state['atoms']} atoms ({state['waters']} waters, {state['ions']} ions) at {state['temperature_K']:g} K and "
@@ -165,6 +180,7 @@ def validation_markdown(report: dict, plots_prefix: str = "") -> str:
         f"| density ratio model/reference | {'n/a' if report['density']['ratio'] is None else format(report['density']['ratio'], '.4f')} | 1 |",
         f"| water-O self-diffusion (1e-9 m²/s) | {_pm(report['diffusion']['model'], 2)} | {_pm(report['diffusion']['reference'], 2)} |",
         f"| stability | {'collapsed at ' + format(stability['time_ps'], '.2f') + ' ps: ' + stability['criterion'] if stability['collapsed'] else 'stable for ' + format(stability['time_ps'], '.2f') + ' ps'} | |",
+        *worst_rows,
         "",
         f"RDF error E = ∫₀^{report['rdf']['O-O']['r_max_A']:g} Å |g_model − g_ref| dr (Å), at the reference's mean density; "
         "noise: the error two runs as good as the reference would show by sampling alone.",
