@@ -17,7 +17,6 @@ from pathlib import Path
 
 from adascale.files import atomic_output
 from adascale.report.markdown import methods_markdown, paper_markdown, section_markdowns
-from adascale.validate.report import render_markdown as validation_markdown
 
 NOT_RECORDED = "not recorded"
 GIVEN = "given_on_command_line"  # marks a provenance block filled from --command/--commit
@@ -56,12 +55,11 @@ def run_section(report: dict) -> str:
         + ", ".join(f"{subset} {count}" for subset, count in report["counts"].items())
         + "."
     )
-    tables = [methods_markdown(report), paper_markdown(report), *section_markdowns(report)]
-    if "validation" in report:
-        tables.append(
-            validation_markdown({k: v for k, v in report["validation"].items() if k != "plots"}).replace("# ", "## ", 1)
-        )
-    return head + "\n\n" + "\n\n".join(demote(table) for table in tables)
+    tables = [methods_markdown(report), paper_markdown(report), *section_markdowns(report)]  # validation included
+    body = "\n\n".join(demote(table) for table in tables)
+    # the run's plots stay in its directory: the page keeps the tables (docs/physics.md shows chosen plots)
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("!["))
+    return head + "\n\n" + body
 
 
 def render_page(reports: list[dict], intro: str | None = None) -> str:

@@ -28,3 +28,13 @@ def test_without_git_the_commit_is_none_and_the_rest_is_filled(monkeypatch):
     block = provenance("adascale run --quick")
     assert block["commit"] is None and block["command"] == "adascale run --quick"
     assert block["adascale"] == adascale.__version__ and "cores" in block["machine"] and block["finished"].endswith("Z")
+
+
+def test_a_commit_read_at_the_start_is_kept(monkeypatch):
+    """A long run stamps the commit it started from, not whatever HEAD is when it finishes."""
+
+    def moved_on(*args, **kwargs):
+        raise AssertionError("the commit must not be read again at the end")
+
+    monkeypatch.setattr(provenance_module.subprocess, "run", moved_on)
+    assert provenance("adascale run", commit="abc123")["commit"] == "abc123"

@@ -29,8 +29,11 @@ def source_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def provenance(command: str | None = None) -> dict:
-    """``{command, adascale, commit, finished, machine}`` for a report (``finished``: UTC, ISO 8601)."""
+def provenance(command: str | None = None, commit: str | None = None) -> dict:
+    """``{command, adascale, commit, finished, machine}`` for a report (``finished``: UTC, ISO 8601).
+
+    ``commit``: the source commit the work started from (a long run should read it at its start: the
+    tree may move on while it runs); None reads it now."""
     import torch
 
     from adascale import __version__
@@ -39,7 +42,7 @@ def provenance(command: str | None = None) -> dict:
     return {
         "command": command,
         "adascale": __version__,
-        "commit": source_commit(),
+        "commit": commit or source_commit(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}, {cores} cores, torch {torch.__version__}",
     }

@@ -16,9 +16,11 @@ from adascale.scales.methods import MIXTURE, MIXTURE_FORCE_MIXING, MIXTURE_METHO
 from adascale.validate.report import VALIDATE_JSON
 
 
-def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None) -> None:
+def write_run_report(
+    run: RunLayout, config: RunConfig, timings: dict[str, float], command: str | None = None, commit: str | None = None
+) -> None:
     """Merge the stage reports into report.json / report.md and draw the plots; ``command``: what
-    produced the run, stamped with the code's commit under ``provenance``."""
+    produced the run, stamped under ``provenance`` with ``commit``, the code's commit when the run started."""
     from adascale.provenance import provenance
 
     report = json.loads(run.route.read_text())
@@ -47,7 +49,7 @@ def write_run_report(run: RunLayout, config: RunConfig, timings: dict[str, float
         report["data"] = json.loads(run.source.read_text())
     test = load_predictions(run, "test")
     losses = router_losses(run, test) | {"deployed": np.load(run.deployed_test_losses)}
-    report["provenance"] = provenance(command)
+    report["provenance"] = provenance(command, commit)
     finish_report(report, test, losses, run, timings)
 
 

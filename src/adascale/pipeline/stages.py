@@ -35,6 +35,7 @@ from adascale.pipeline.cache import StageRunner
 from adascale.pipeline.config import AdaptiveSettings, RunConfig
 from adascale.pipeline.plan import stage_plan
 from adascale.predictions import PredictionSet
+from adascale.provenance import source_commit
 from adascale.runtime import set_threads
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
     command line that asked for it, recorded in the report's ``provenance``."""
     from adascale.pipeline.report import write_run_report
 
+    started_at = source_commit()  # the code this invocation runs, whatever the tree becomes while it runs
     console = console or Console()
     run = RunLayout(out)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def run_pipeline(out: Path, config: RunConfig, console: Console | None = None, c
         "deploy": lambda: deployment.deploy(run, config),
         "pressure": lambda: deployment.pressure(run),
         **({} if config.validation is None else {"validate": lambda: deployment.validate_deployed(run, config)}),
-        "report": lambda: write_run_report(run, config, stages.timings, command),
+        "report": lambda: write_run_report(run, config, stages.timings, command, started_at),
     }
     stages.run_plan(stage_plan(config), work)
     return json.loads(run.report_json.read_text())
