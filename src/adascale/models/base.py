@@ -87,8 +87,9 @@ class Branch(nn.Module):
         energy = self.energy_shift[species_index] + self.energy_scale * raw
         if self.repulsion is None:
             return energy
-        r = torch.linalg.vector_norm(batch.edge_vectors(), dim=1)
-        return energy + self.repulsion(r, batch.edge_index, species_index)
+        near = batch.within(self.repulsion.reach)  # the walls' few short edges, not the whole (6 Å) list
+        r = torch.linalg.vector_norm(near.edge_vectors(), dim=1)
+        return energy + self.repulsion(r, near.edge_index, species_index)
 
     def atom_energies(self, batch: AtomsBatch) -> tuple[Tensor, Tensor]:
         """((n,) eV per atom including species shifts, (n, F) invariant latent features)."""

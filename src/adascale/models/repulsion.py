@@ -38,6 +38,7 @@ class PairRepulsion(nn.Module):
                 raise ValueError(f"repulsion pair ({a}, {b}) names a species outside {list(index)}")
             onsets[index[a], index[b]] = onsets[index[b], index[a]] = onset
         self.register_buffer("onsets", onsets, persistent=False)  # (S, S) Å, rebuilt from the config
+        self.reach = max((onset for _, _, onset in self.pairs), default=0.0)  # Å: no wall acts beyond
 
     def config(self) -> dict:
         return {"pairs": self.pairs, "energy": self.energy, "width": self.width}
