@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -35,6 +36,18 @@ def _pme_branch() -> LongRangePaiNN:
     return model.double().eval()
 
 
+def _pme_branch_with_walls() -> LongRangePaiNN:
+    """The PME branch with pair walls that bite in the test frame (onsets above many of its distances)."""
+    pairs = [[a, b, 1.2 if (a, b) == (1, 8) else 2.6] for a, b in itertools.combinations_with_replacement(SPECIES, 2)]
+    torch.manual_seed(3)
+    model = LongRangePaiNN(
+        SPECIES, cutoff=4.0, features=8, interactions=1, average_neighbours=10.0, electrostatics="pme",
+        repulsion={"pairs": pairs, "energy": 0.5, "width": 0.3},
+    )  # fmt: skip
+    model.set_energy_statistics([-1.0, -2.0, -3.0, -4.0], 0.5)
+    return model.double().eval()
+
+
 def _routed_scale_conditioned() -> ScaleConditionedPaiNN:
     """Router mode with random router weights, so atoms sit at different radii."""
     model = make_scale_conditioned(scale_mode="router", fixed_scale=0.5)
@@ -50,6 +63,7 @@ def _model(which: str, mixture):
         "local": lambda: make_branches()[0],
         "long_range": lambda: make_branches()[1],
         "pme": _pme_branch,
+        "walls": _pme_branch_with_walls,
         "scale_conditioned": _routed_scale_conditioned,
         "mixture": lambda: mixture,
     }
@@ -60,7 +74,7 @@ def _relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-@pytest.mark.parametrize("which", ["local", "long_range", "pme", "scale_conditioned", "mixture"])
+@pytest.mark.parametrize("which", ["local", "long_range", "pme", "walls", "scale_conditioned", "mixture"])
 @pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-9), ("float32", 1e-5)])
 def test_exported_model_equals_the_calculator(which, dtype, tolerance, mixture, periodic_frame, tmp_path):
     model = _model(which, mixture)
